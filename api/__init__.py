@@ -1,0 +1,54 @@
+"""The Flask API: create_app() wires settings, extensions, error rendering and the dialects."""
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, jsonify
+
+from api import errors
+from api.extensions import api, limiter
+from shared.config import settings
+
+
+def create_app(config: dict | None = None) -> Flask:
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app = Flask(__name__)
+    app.config.update(
+        SECRET_KEY=settings.secret_key,
+        MAX_CONTENT_LENGTH=settings.max_request_bytes,
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SECURE=settings.session_cookie_secure,
+        SESSION_COOKIE_SAMESITE="Lax",
+        API_TITLE="Threadline",
+        API_VERSION="1.0",
+        OPENAPI_VERSION="3.1.0",
+        OPENAPI_URL_PREFIX="/",
+        OPENAPI_JSON_PATH="openapi.json",
+        OPENAPI_SWAGGER_UI_PATH="/docs",
+        OPENAPI_SWAGGER_UI_URL="https://cdn.jsdelivr.net/npm/swagger-ui-dist/",
+        RATELIMIT_STORAGE_URI=settings.redis_url or "memory://",
+        RATELIMIT_DEFAULT=settings.rate_limit_default,
+        RATELIMIT_HEADERS_ENABLED=True,
+        RATELIMIT_HEADER_RETRY_AFTER="X-RateLimit-Retry-After",  # our 429s set Retry-After; polls keep theirs
+        RATELIMIT_SWALLOW_ERRORS=True,
+        RATELIMIT_KEY_PREFIX=f"threadline:{settings.run_queue}",
+    )
+    app.config.update(config or {})
+    api.init_app(app)
+    limiter.init_app(app)
+    errors.install(app)  # after api.init_app, so our renderers replace flask-smorest's
+
+    from api.dialects import ai_threads
+
+    api.register_blueprint(ai_threads.blp)
+    errors.register("/api/v1/ai/", ai_threads.render_error, ai_threads.routes.adapt_error)
+
+    @app.get("/healthz")
+    @limiter.exempt
+    def healthz():
+        return jsonify(status="ok")
+
+    from api.cli import register_cli
+
+    register_cli(app)
+    return app

@@ -1,0 +1,150 @@
+"""HTTP ↔ shared.services for the ai-threads dialect."""
+from __future__ import annotations
+
+import math
+import uuid
+
+from flask import url_for
+from flask_smorest import Blueprint
+
+from api.auth import current_principal
+from api.errors import Problem
+from api.extensions import limiter, user_key
+from api.waiting import idempotency_key, requested_wait
+from api.dialects.ai_threads import schemas
+from shared.config import settings
+from shared.models import Message, RunStep, Thread
+from shared.services import messages as message_service
+from shared.services import threads as thread_service
+
+blp = Blueprint("ai_threads", __name__, url_prefix="/api/v1/ai/threads", description="ai-threads dialect (seeds 000, 001)")
+
+
+def render_error(problem: Problem) -> dict:
+    body = {"message": problem.message, "code": problem.code}
+    if problem.fields:
+        body["errors"] = problem.fields
+    return body
+
+
+def adapt_error(problem: Problem) -> Problem:
+    """This dialect documents 422 for every bad request, malformed JSON included."""
+    if problem.status == 400:
+        problem.status = 422
+    return problem
+
+
+def present_thread(thread: Thread) -> dict:
+    return dict(id=thread.id, title=thread.title, model_id=thread.model_id, context=thread.context,
+                user_id=thread.user_id, flagged=thread.flagged_at is not None,
+                created_at=thread.created_at, updated_at=thread.updated_at)
+
+
+def present_step(step: RunStep) -> dict:
+    return dict(index=step.index, kind=step.kind, name=step.name, arguments=step.arguments, output=step.output,
+                status=step.status, usage=step.usage, started_at=step.started_at, finished_at=step.finished_at)
+
+
+def present_message(message: Message, steps: list[RunStep] | None = None) -> dict:
+    body = dict(
+        id=message.id, thread_id=message.thread_id, seq=message.seq, role=message.role, content=message.content,
+        status=message.status, context=message.context, updated_context=message.updated_context,
+        citations=message.citations or [], is_error=message.is_error,
+        created_at=message.created_at, updated_at=message.updated_at,
+    )
+    if message.context_key == "state":
+        body.update(state=message.context, updated_state=message.updated_context)
+    if message.role == "assistant":
+        body["steps"] = [present_step(s) for s in steps or []]
+    return body
+
+
+def page_meta(page: int, per_page: int, total: int) -> dict:
+    return dict(current_page=page, per_page=per_page, total=total, last_page=max(1, math.ceil(total / per_page)))
+
+
+@blp.route("", methods=["POST"])
+@blp.arguments(schemas.ThreadCreate)
+@blp.response(201, schemas.ThreadResource)
+def create_thread(body):
+    """Create a thread (permission ai_threads.create)."""
+    thread = thread_service.create_thread(
+        current_principal(), title=body["title"], model_id=body["model_id"], context=body["context"]
+    )
+    return present_thread(thread)
+
+
+@blp.route("", methods=["GET"])
+@blp.arguments(schemas.Pagination, location="query")
+@blp.response(200, schemas.ThreadList)
+def list_threads(query):
+    """The caller's threads, newest first (permission ai_threads.read)."""
+    page, per_page = query["page"], query["per_page"]
+    threads, total = thread_service.list_threads(current_principal(), limit=per_page, offset=(page - 1) * per_page)
+    return {"data": [present_thread(t) for t in threads], "meta": page_meta(page, per_page, total)}
+
+
+@blp.route("/<int:thread_id>", methods=["GET"])
+@blp.response(200, schemas.ThreadResource)
+def get_thread(thread_id: int):
+    """One thread (permission ai_threads.read)."""
+    return present_thread(thread_service.get_thread(current_principal(), thread_id))
+
+
+@blp.route("/<int:thread_id>", methods=["DELETE"])
+@blp.response(204)
+def delete_thread(thread_id: int):
+    """Delete a thread with its messages (permission ai_threads.delete)."""
+    thread_service.delete_thread(current_principal(), thread_id)
+    return ""
+
+
+@blp.route("/<int:thread_id>/messages", methods=["POST"])
+@limiter.limit(lambda: settings.rate_limit_messages, key_func=user_key)
+@blp.arguments(schemas.MessageCreate)
+@blp.arguments(schemas.WaitQuery, location="query")
+@blp.response(201, schemas.MessagePair)
+def post_message(body, _query, thread_id: int):
+    """Post a user message; answers 201 with the created message and the AI's response message.
+
+    Waits up to ``?wait=`` / ``Prefer: wait=`` seconds for the answer. When it is not ready the response
+    message is ``queued`` or ``in_progress``: poll the ``Location`` header's URL.
+    """
+    context_key = "state" if body["state"] is not None else ("context" if body["context"] is not None else None)
+    wait = requested_wait()
+    exchange = message_service.post_user_message(
+        current_principal(), thread_id, content=body["content"], context=body["state"] or body["context"],
+        context_key=context_key, client_message_id=idempotency_key(), model_id=body["model_id"],
+    )
+    exchange = message_service.await_response(exchange, wait)
+    payload = {
+        "createdMessage": present_message(exchange.request),
+        "responseMessage": present_message(exchange.response, exchange.steps),
+    }
+    headers = {}
+    if not exchange.response.finished:
+        headers = {
+            "Location": url_for("ai_threads.get_message", thread_id=thread_id, message_id=exchange.response.id),
+            "Retry-After": "1",
+        }
+    return payload, 201, headers
+
+
+@blp.route("/<int:thread_id>/messages", methods=["GET"])
+@blp.arguments(schemas.Pagination, location="query")
+@blp.response(200, schemas.MessageList)
+def list_messages(query, thread_id: int):
+    """The thread's messages in conversation order (permission ai_thread_messages.read)."""
+    page, per_page = query["page"], query["per_page"]
+    items, total, steps = message_service.list_messages(
+        current_principal(), thread_id, limit=per_page, offset=(page - 1) * per_page
+    )
+    return {"data": [present_message(m, steps.get(m.id)) for m in items], "meta": page_meta(page, per_page, total)}
+
+
+@blp.route("/<int:thread_id>/messages/<uuid:message_id>", methods=["GET"])
+@blp.response(200, schemas.MessageResource)
+def get_message(thread_id: int, message_id: uuid.UUID):
+    """One message; poll this until ``status`` is completed or failed."""
+    message, steps = message_service.get_message(current_principal(), thread_id, message_id)
+    return present_message(message, steps)

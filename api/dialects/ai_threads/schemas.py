@@ -1,0 +1,114 @@
+"""Request and response schemas of the ai-threads dialect (seeds 000 and 001)."""
+from __future__ import annotations
+
+from marshmallow import Schema, ValidationError, fields, validate, validates_schema
+
+from shared.services.messages import MAX_CONTENT
+
+
+class ThreadCreate(Schema):
+    title = fields.String(load_default="", validate=validate.Length(max=200))
+    model_id = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=100))
+    context = fields.Dict(load_default=None, allow_none=True)
+
+
+class Pagination(Schema):
+    page = fields.Integer(load_default=1, validate=validate.Range(min=1, max=10**6))
+    per_page = fields.Integer(load_default=20, validate=validate.Range(min=1, max=100))
+
+
+class MessageCreate(Schema):
+    content = fields.String(required=True, validate=validate.Length(min=1, max=MAX_CONTENT))
+    context = fields.Dict(load_default=None, allow_none=True, metadata={"description": "Client context, e.g. page and form fields."})
+    state = fields.Dict(load_default=None, allow_none=True, metadata={"description": "The same as context (seed 001 name)."})
+    model_id = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=100))
+
+    @validates_schema
+    def one_of_context_or_state(self, data, **_kwargs):
+        if data.get("context") is not None and data.get("state") is not None:
+            raise ValidationError("Send either context or state, not both.", "state")
+
+
+class WaitQuery(Schema):
+    wait = fields.Float(load_default=None, metadata={"description": "Seconds to wait for the answer (or header Prefer: wait=N)."})
+
+
+class Step(Schema):
+    index = fields.Integer()
+    kind = fields.String()
+    name = fields.String()
+    arguments = fields.Dict(allow_none=True)
+    output = fields.String(allow_none=True)
+    status = fields.String()
+    usage = fields.Dict(allow_none=True)
+    started_at = fields.DateTime()
+    finished_at = fields.DateTime(allow_none=True)
+
+
+class Citation(Schema):
+    chunk_id = fields.String()
+    quote = fields.String()
+    offset = fields.Integer()
+    length = fields.Integer()
+    document_id = fields.String(allow_none=True)
+    document_version_id = fields.String(allow_none=True)
+    document_name = fields.String(allow_none=True)
+    document_version = fields.Integer(allow_none=True)
+    path = fields.String(allow_none=True)
+
+
+class MessageResource(Schema):
+    id = fields.UUID()
+    thread_id = fields.Integer()
+    seq = fields.Integer()
+    role = fields.String()
+    content = fields.String()
+    status = fields.String(metadata={"description": "queued | in_progress | completed | failed | cancelled"})
+    context = fields.Dict(allow_none=True)
+    updated_context = fields.Dict(allow_none=True)
+    state = fields.Dict(allow_none=True)
+    updated_state = fields.Dict(allow_none=True)
+    citations = fields.List(fields.Nested(Citation))
+    is_error = fields.Boolean()
+    steps = fields.List(fields.Nested(Step))
+    created_at = fields.DateTime()
+    updated_at = fields.DateTime()
+
+
+class MessagePair(Schema):
+    createdMessage = fields.Nested(MessageResource)
+    responseMessage = fields.Nested(MessageResource)
+
+
+class ThreadResource(Schema):
+    id = fields.Integer()
+    title = fields.String()
+    model_id = fields.String(allow_none=True)
+    context = fields.Dict(allow_none=True)
+    user_id = fields.String()
+    flagged = fields.Boolean()
+    created_at = fields.DateTime()
+    updated_at = fields.DateTime()
+
+
+class PageMeta(Schema):
+    current_page = fields.Integer()
+    per_page = fields.Integer()
+    total = fields.Integer()
+    last_page = fields.Integer()
+
+
+class ThreadList(Schema):
+    data = fields.List(fields.Nested(ThreadResource))
+    meta = fields.Nested(PageMeta)
+
+
+class MessageList(Schema):
+    data = fields.List(fields.Nested(MessageResource))
+    meta = fields.Nested(PageMeta)
+
+
+class Error(Schema):
+    message = fields.String()
+    code = fields.String()
+    errors = fields.Dict(keys=fields.String(), values=fields.List(fields.String()))

@@ -1,0 +1,38 @@
+"""How long a POST waits for the answer: ``?wait=SECONDS`` or ``Prefer: wait=SECONDS`` (RFC 7240)."""
+from __future__ import annotations
+
+import re
+
+from flask import request
+
+from shared.config import settings
+from shared.errors import ValidationFailed
+
+PREFER_WAIT = re.compile(r"(?:^|[;,\s])wait\s*=\s*\"?([^\s;,\"]+)", re.IGNORECASE)
+
+
+def requested_wait() -> float:
+    """Seconds to wait, clamped to [0, WAIT_MAX]; the query parameter wins over the header."""
+    raw = request.args.get("wait")
+    source = "wait"
+    if raw is None and (match := PREFER_WAIT.search(request.headers.get("Prefer", ""))):
+        raw, source = match.group(1), "Prefer"
+    if raw is None:
+        return settings.wait_default
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds < float("inf"):
+        raise ValidationFailed("Invalid wait.", fields={source: ["Must be a number of seconds, 0 or more."]})
+    return min(seconds, settings.wait_max)
+
+
+def idempotency_key() -> str | None:
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        return None
+    key = key.strip()
+    if not key or len(key) > 255:
+        raise ValidationFailed("Invalid Idempotency-Key.", fields={"Idempotency-Key": ["1 to 255 characters."]})
+    return key

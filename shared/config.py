@@ -1,0 +1,143 @@
+"""Every Threadline setting, read once from the environment.
+
+This is the only module that reads ``os.environ``. Defaults give the embedded mode (SQLite, Celery's
+filesystem broker, in-memory rate limits, waiting by polling, the scripted model), so a bare machine
+runs the whole service; setting ``DATABASE_URL`` and ``REDIS_URL`` switches to production mode.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _int(name: str, default: int) -> int:
+    return int(os.environ.get(name, default))
+
+
+def _float(name: str, default: float) -> float:
+    return float(os.environ.get(name, default))
+
+
+def _bool(name: str, default: bool) -> bool:
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One ``modelId`` a client may ask for: where it is served and under which name."""
+
+    id: str
+    model: str
+    base_url: str
+    api_key_env: str = "OPENAI_API_KEY"
+    context_tokens: int = 8000
+
+    def api_key(self) -> str:
+        return os.environ.get(self.api_key_env, "") or "not-needed"
+
+
+DEFAULT_MODEL_IDS = ("threadline-dev", "gpt-4", "gpt-4o", "gpt-4o-mini", "gpt-4.1", "gpt-4.1-mini")
+
+
+def _model_registry(base_url: str) -> dict[str, ModelEntry]:
+    """The registry from ``MODELS_FILE`` (JSON list of entries) or every default id on ``OPENAI_BASE_URL``."""
+    path = os.environ.get("MODELS_FILE")
+    if path:
+        entries = [ModelEntry(**{"base_url": base_url, **item}) for item in json.loads(Path(path).read_text())]
+    else:
+        entries = [ModelEntry(id=model_id, model=model_id, base_url=base_url) for model_id in DEFAULT_MODEL_IDS]
+    return {entry.id: entry for entry in entries}
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str
+    redis_url: str
+    broker_url: str
+    broker_dir: Path
+    run_queue: str
+    secret_key: str
+    session_cookie_secure: bool
+    openai_base_url: str
+    default_model_id: str
+    models: dict[str, ModelEntry]
+    wait_default: float
+    wait_max: float
+    poll_interval: float
+    run_max_steps: int
+    run_deadline: float
+    model_timeout: float
+    model_max_retries: int
+    lease_seconds: float
+    run_max_attempts: int
+    queued_stale_seconds: float
+    sweep_interval: float
+    history_tokens: int
+    rate_limit_default: str
+    rate_limit_messages: str
+    max_request_bytes: int
+    log_level: str
+    scripted_model_host: str
+    scripted_model_port: int
+    scripted_model_latency: float
+    tool_output_chars: int = 4000
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def embedded(self) -> bool:
+        """True without Redis: filesystem broker, in-memory limits, waiting by polling."""
+        return not self.redis_url
+
+    @property
+    def notify_channel(self) -> str:
+        return f"threadline:{self.run_queue}:run-finished"
+
+
+def load() -> Settings:
+    """Read the environment into a Settings object (tests call this again after changing it)."""
+    redis_url = os.environ.get("REDIS_URL", "")
+    broker_dir = Path(os.environ.get("BROKER_DIR", ROOT / "var" / "broker"))
+    scripted_host = os.environ.get("SCRIPTED_MODEL_HOST", "127.0.0.1")
+    scripted_port = _int("SCRIPTED_MODEL_PORT", 8090)
+    base_url = os.environ.get("OPENAI_BASE_URL", f"http://{scripted_host}:{scripted_port}/v1")
+    return Settings(
+        database_url=os.environ.get("DATABASE_URL", f"sqlite:///{ROOT / 'var' / 'threadline.db'}"),
+        redis_url=redis_url,
+        broker_url=os.environ.get("CELERY_BROKER_URL", redis_url or "filesystem://"),
+        broker_dir=broker_dir,
+        run_queue=os.environ.get("RUN_QUEUE", "runs"),
+        secret_key=os.environ.get("SECRET_KEY", "dev-only-secret-change-me"),
+        session_cookie_secure=_bool("SESSION_COOKIE_SECURE", bool(redis_url)),
+        openai_base_url=base_url,
+        default_model_id=os.environ.get("DEFAULT_MODEL_ID", "threadline-dev"),
+        models=_model_registry(base_url),
+        wait_default=_float("WAIT_DEFAULT", 30.0),
+        wait_max=_float("WAIT_MAX", 60.0),
+        poll_interval=_float("POLL_INTERVAL", 0.05),
+        run_max_steps=_int("RUN_MAX_STEPS", 8),
+        run_deadline=_float("RUN_DEADLINE", 120.0),
+        model_timeout=_float("MODEL_TIMEOUT", 60.0),
+        model_max_retries=_int("MODEL_MAX_RETRIES", 3),
+        lease_seconds=_float("LEASE_SECONDS", 30.0),
+        run_max_attempts=_int("RUN_MAX_ATTEMPTS", 3),
+        queued_stale_seconds=_float("QUEUED_STALE_SECONDS", 30.0),
+        sweep_interval=_float("SWEEP_INTERVAL", 10.0),
+        history_tokens=_int("HISTORY_TOKENS", 3000),
+        rate_limit_default=os.environ.get("RATE_LIMIT_DEFAULT", "600/minute"),
+        rate_limit_messages=os.environ.get("RATE_LIMIT_MESSAGES", "60/minute"),
+        max_request_bytes=_int("MAX_REQUEST_BYTES", 256 * 1024),
+        log_level=os.environ.get("LOG_LEVEL", "INFO"),
+        scripted_model_host=scripted_host,
+        scripted_model_port=scripted_port,
+        scripted_model_latency=_float("SCRIPTED_MODEL_LATENCY", 0.0),
+    )
+
+
+settings = load()

@@ -1,0 +1,8 @@
+"""SQLAlchemy 2 typed models, one module per aggregate; importing this registers them all."""
+from shared.models.base import Base, utcnow
+from shared.models.conversation import Message, Thread
+from shared.models.identity import ApiToken, Tenant, User
+from shared.models.runs import Run, RunStep
+from shared.models.workflows import Workflow
+
+__all__ = ["Base", "utcnow", "Tenant", "User", "ApiToken", "Thread", "Message", "Run", "RunStep", "Workflow"]

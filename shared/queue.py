@@ -1,0 +1,67 @@
+"""The Celery app as both sides configure it, and enqueueing a run by name.
+
+The API sends tasks by name so it never imports the worker; the worker adds the task bodies and the
+beat schedule to the same configuration (worker/celery_app.py).
+"""
+from __future__ import annotations
+
+import logging
+import uuid
+
+from celery import Celery
+
+from shared.config import settings
+
+log = logging.getLogger(__name__)
+
+EXECUTE_RUN = "threadline.execute_run"
+SWEEP = "threadline.sweep_stale_runs"
+
+_app: Celery | None = None
+
+
+def celery_config() -> dict:
+    transport: dict = {
+        # Longer than the longest run, so the broker never redelivers a task that is still working.
+        "visibility_timeout": int(max(3600, settings.run_deadline * 4)),
+    }
+    if settings.broker_url.startswith("filesystem"):
+        folder = settings.broker_dir / "queue"
+        folder.mkdir(parents=True, exist_ok=True)
+        transport.update(data_folder_in=str(folder), data_folder_out=str(folder), store_processed=False)
+    else:
+        transport.update(socket_connect_timeout=2, socket_timeout=5)
+    return dict(
+        broker_url=settings.broker_url,
+        broker_transport_options=transport,
+        broker_connection_retry_on_startup=True,
+        broker_connection_timeout=2,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_ignore_result=True,
+        task_default_queue=settings.run_queue,
+        task_routes={EXECUTE_RUN: {"queue": settings.run_queue}, SWEEP: {"queue": settings.run_queue}},
+        task_publish_retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5},
+        worker_hijack_root_logger=False,
+        worker_cancel_long_running_tasks_on_connection_loss=False,
+    )
+
+
+def celery_app() -> Celery:
+    global _app
+    if _app is None:
+        _app = Celery("threadline")
+        _app.conf.update(celery_config())
+    return _app
+
+
+def enqueue_run(run_id: uuid.UUID) -> bool:
+    """Send the run to the workers. False when the broker is unreachable: the run stays queued in the
+    database and the sweeper sends it again, so the caller still answers normally."""
+    try:
+        celery_app().send_task(EXECUTE_RUN, args=[str(run_id)], queue=settings.run_queue)
+        return True
+    except Exception:  # noqa: BLE001 - any broker failure means "the sweeper will retry"
+        log.warning("could not enqueue run %s; the sweeper will retry", run_id, exc_info=True)
+        return False

@@ -1,0 +1,1 @@
+"""Domain operations every dialect uses. They take a Principal and raise shared.errors."""

@@ -1,0 +1,132 @@
+"""Users, tokens and authentication. Plain tokens exist only in the creator's hands."""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import uuid
+from datetime import datetime, timedelta
+
+from sqlalchemy import select, update
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from shared import permissions
+from shared.db import transaction
+from shared.errors import Conflict, NotFound, Unauthorized
+from shared.models import ApiToken, Tenant, User, utcnow
+from shared.permissions import Principal
+
+TOKEN_PREFIX = "tl_"
+LAST_USED_RESOLUTION = timedelta(minutes=1)
+
+
+def hash_token(plain: str) -> str:
+    return hashlib.sha256(plain.encode()).hexdigest()
+
+
+def create_user(
+    email: str,
+    tenant_name: str,
+    *,
+    user_id: str | None = None,
+    password: str | None = None,
+    perms: list[str] | None = None,
+) -> User:
+    """Create a user (and its tenant on first use). Permissions default to all of them."""
+    granted = permissions.validate(perms) if perms is not None else list(permissions.ALL)
+    with transaction() as session:
+        if session.scalar(select(User).where(User.email == email.lower())):
+            raise Conflict(f"A user with email {email} already exists.")
+        if user_id and session.get(User, user_id):
+            raise Conflict(f"A user with id {user_id} already exists.")
+        tenant = session.scalar(select(Tenant).where(Tenant.name == tenant_name))
+        if tenant is None:
+            tenant = Tenant(name=tenant_name)
+            session.add(tenant)
+            session.flush()
+        user = User(
+            id=user_id or str(uuid.uuid4()),
+            tenant_id=tenant.id,
+            email=email.lower(),
+            password_hash=generate_password_hash(password) if password else None,
+            permissions=granted,
+        )
+        session.add(user)
+    return user
+
+
+def create_token(
+    email: str, *, name: str = "", perms: list[str] | None = None, expires_in: timedelta | None = None
+) -> tuple[str, ApiToken]:
+    """Return (plain token, row). The plain token is not stored and cannot be shown again."""
+    scoped = permissions.validate(perms) if perms is not None else None
+    plain = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    with transaction() as session:
+        user = session.scalar(select(User).where(User.email == email.lower()))
+        if user is None:
+            raise NotFound(f"No user with email {email}.")
+        token = ApiToken(
+            user_id=user.id,
+            token_hash=hash_token(plain),
+            prefix=plain[:10],
+            name=name,
+            permissions=scoped,
+            expires_at=utcnow() + expires_in if expires_in else None,
+        )
+        session.add(token)
+    return plain, token
+
+
+def revoke_token(token_id: uuid.UUID) -> None:
+    with transaction() as session:
+        session.execute(update(ApiToken).where(ApiToken.id == token_id).values(revoked_at=utcnow()))
+
+
+def authenticate_token(plain: str) -> Principal:
+    """Resolve a bearer token to its caller, or raise Unauthorized (one message for every failure)."""
+    digest = hash_token(plain)
+    with transaction() as session:
+        row = session.execute(
+            select(ApiToken, User).join(User, User.id == ApiToken.user_id).where(ApiToken.token_hash == digest)
+        ).first()
+        now = utcnow()
+        if row is None or not hmac.compare_digest(row.ApiToken.token_hash, digest):
+            raise Unauthorized("Invalid or expired token.")
+        token, user = row.ApiToken, row.User
+        if token.revoked_at is not None or (token.expires_at is not None and token.expires_at <= now):
+            raise Unauthorized("Invalid or expired token.")
+        if token.last_used_at is None or now - token.last_used_at > LAST_USED_RESOLUTION:
+            token.last_used_at = now
+        granted = set(user.permissions or [])
+        if token.permissions is not None:
+            granted &= set(token.permissions)
+        return Principal(user_id=user.id, tenant_id=user.tenant_id, permissions=frozenset(granted), token_id=token.id)
+
+
+def authenticate_password(email: str, password: str) -> Principal:
+    with transaction() as session:
+        user = session.scalar(select(User).where(User.email == email.lower()))
+        if user is None or not user.password_hash or not check_password_hash(user.password_hash, password):
+            raise Unauthorized("Invalid email or password.")
+        return principal_for(user)
+
+
+def principal_for(user: User) -> Principal:
+    return Principal(user_id=user.id, tenant_id=user.tenant_id, permissions=frozenset(user.permissions or []))
+
+
+def load_principal(user_id: str) -> Principal:
+    """The caller behind a session cookie; Unauthorized when the user no longer exists."""
+    with transaction() as session:
+        user = session.get(User, user_id)
+        if user is None:
+            raise Unauthorized("Your session has ended; log in again.")
+        return principal_for(user)
+
+
+def user_by_email(email: str) -> User:
+    with transaction() as session:
+        user = session.scalar(select(User).where(User.email == email.lower()))
+        if user is None:
+            raise NotFound(f"No user with email {email}.")
+        return user

@@ -1,0 +1,214 @@
+"""The real stack for tests: a fresh database, the scripted model, a Celery worker, beat and the API,
+each a separate process, torn down at the end.
+
+Two modes, chosen by THREADLINE_TEST_MODE:
+- ``production`` (default): PostgreSQL, Redis broker and notifications, gunicorn with gevent.
+- ``embedded``: SQLite, Celery's filesystem broker, waiting by polling (what ``make run`` uses).
+
+Every session gets its own database, queue name, notification channel and rate-limit prefix, so test
+sessions (and developers) can share one PostgreSQL and one Redis.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Callable
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+PG_ADMIN_URL = os.environ.get("TEST_PG_ADMIN_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
+TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(condition: Callable[[], object], timeout: float = 20.0, interval: float = 0.05, what: str = "condition"):
+    """Poll ``condition`` until it returns something truthy; fail with ``what`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            result = condition()
+        except Exception:  # noqa: BLE001 - not ready yet
+            result = None
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+class Process:
+    """A child process with its output in a log file that failures can show."""
+
+    def __init__(self, name: str, args: list[str], env: dict[str, str], logdir: Path):
+        self.name, self.args, self.env = name, args, env
+        self.log_path = logdir / f"{name}.log"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> "Process":
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(self.args, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        return self
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> None:
+        if not self.alive():
+            return
+        try:
+            os.killpg(self.proc.pid, sig)
+            self.proc.wait(timeout=timeout)
+        except (subprocess.TimeoutExpired, ProcessLookupError):
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.proc.wait(timeout=5)
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group: a crash, no cleanup."""
+        self.stop(signal.SIGKILL)
+
+    def tail(self, lines: int = 60) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except FileNotFoundError:
+            return ""
+
+
+class Stack:
+    def __init__(self, mode: str | None = None, **overrides: str):
+        self.mode = mode or os.environ.get("THREADLINE_TEST_MODE", "production")
+        self.tag = uuid.uuid4().hex[:10]
+        self.tmp = Path(tempfile.mkdtemp(prefix=f"threadline-{self.tag}-"))
+        self.model_port, self.api_port = free_port(), free_port()
+        self.api_url = f"http://127.0.0.1:{self.api_port}"
+        self.model_url = f"http://127.0.0.1:{self.model_port}"
+        self.queue = f"runs-{self.tag}"
+        if self.mode == "production":
+            self.db_name = f"threadline_test_{self.tag}"
+            self.database_url = PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + self.db_name
+            redis_url = TEST_REDIS_URL
+        else:
+            self.db_name = ""
+            self.database_url = f"sqlite:///{self.tmp / 'threadline.db'}"
+            redis_url = ""
+        self.env = {
+            **os.environ,
+            "DATABASE_URL": self.database_url,
+            "REDIS_URL": redis_url,
+            "CELERY_BROKER_URL": redis_url or "filesystem://",
+            "BROKER_DIR": str(self.tmp / "broker"),
+            "RUN_QUEUE": self.queue,
+            "OPENAI_BASE_URL": f"{self.model_url}/v1",
+            "OPENAI_API_KEY": "test",
+            "SECRET_KEY": "test-secret",
+            "WAIT_DEFAULT": "20",
+            "WAIT_MAX": "30",
+            "MODEL_TIMEOUT": "5",
+            "MODEL_MAX_RETRIES": "2",
+            "LEASE_SECONDS": "6",
+            "QUEUED_STALE_SECONDS": "4",
+            "SWEEP_INTERVAL": "1",
+            "RUN_MAX_ATTEMPTS": "3",
+            "RATE_LIMIT_DEFAULT": "100000/minute",
+            "RATE_LIMIT_MESSAGES": "100000/minute",
+            "SESSION_COOKIE_SECURE": "false",
+            "PYTHONUNBUFFERED": "1",
+            **overrides,
+        }
+        self.processes: dict[str, Process] = {}
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def create_database(self) -> None:
+        if self.mode == "production":
+            from sqlalchemy import create_engine, text
+
+            admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+            with admin.connect() as conn:
+                conn.execute(text(f'CREATE DATABASE "{self.db_name}"'))
+            admin.dispose()
+        subprocess.run([sys.executable, "-m", "alembic", "upgrade", "head"], cwd=ROOT, env=self.env, check=True,
+                       capture_output=True)
+
+    def drop_database(self) -> None:
+        if self.mode != "production":
+            return
+        from sqlalchemy import create_engine, text
+
+        admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{self.db_name}" WITH (FORCE)'))
+        admin.dispose()
+
+    def start(self) -> "Stack":
+        self.create_database()
+        self.start_model()
+        self.start_worker()
+        self.start_beat()
+        self.start_api()
+        return self
+
+    def stop(self) -> None:
+        for process in reversed(list(self.processes.values())):
+            process.stop()
+        from shared import db
+
+        db.dispose()
+        try:
+            self.drop_database()
+        finally:
+            if os.environ.get("KEEP_TEST_LOGS") is None:
+                shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def _spawn(self, name: str, args: list[str]) -> Process:
+        process = Process(name, args, self.env, self.tmp).start()
+        self.processes[name] = process
+        return process
+
+    def start_model(self) -> Process:
+        process = self._spawn("model", [sys.executable, "-m", "shared.scripted_model", "--port", str(self.model_port)])
+        wait_until(lambda: httpx.get(f"{self.model_url}/healthz", timeout=1).status_code == 200, what="scripted model")
+        return process
+
+    def start_worker(self, name: str = "worker", concurrency: int = 8) -> Process:
+        process = self._spawn(name, [
+            sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", "-Q", self.queue,
+            "--pool", "threads", "--concurrency", str(concurrency), "--hostname", f"{name}-{self.tag}@%h",
+            "--without-gossip", "--without-mingle", "--loglevel", "INFO",
+        ])
+        wait_until(lambda: "ready" in process.log_path.read_text(errors="replace"), timeout=30, what=f"{name} ready")
+        return process
+
+    def start_beat(self) -> Process:
+        return self._spawn("beat", [
+            sys.executable, "-m", "celery", "-A", "worker.celery_app", "beat", "--loglevel", "INFO",
+            "--schedule", str(self.tmp / "beat-schedule"),
+        ])
+
+    def start_api(self) -> Process:
+        worker_class = "gevent" if self.mode == "production" else "gthread"
+        process = self._spawn("api", [
+            sys.executable, "-m", "gunicorn", "-c", "api/gunicorn_conf.py", "-k", worker_class, "--threads", "16",
+            "-w", "2", "-b", f"127.0.0.1:{self.api_port}", "api.wsgi:app",
+        ])
+        wait_until(lambda: httpx.get(f"{self.api_url}/healthz", timeout=1).status_code == 200, timeout=30, what="api")
+        return process
+
+    def logs(self) -> str:
+        return "\n".join(f"----- {name} -----\n{p.tail()}" for name, p in self.processes.items())

@@ -1,0 +1,1 @@
+"""The Celery worker: claims runs, drives the tool-using agent, stores answers."""

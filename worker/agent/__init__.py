@@ -1,0 +1,1 @@
+"""The tool-using agent loop and its prompt."""

@@ -1,0 +1,143 @@
+"""The agent loop: model call → tool calls → model call … until a final answer, bounded in steps and time.
+
+Every model call and tool call becomes a StepRecord; tool failures go back to the model as tool
+results; model failures the SDK could not retry away end the run with a user-safe error answer.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable
+
+import openai
+
+from shared.config import settings
+from shared.models import utcnow
+from shared.services.runs import Outcome, RunJob, StepRecord
+from worker import llm, tools
+from worker.agent import citations, prompt
+from worker.tools import ToolContext, ToolError
+
+log = logging.getLogger(__name__)
+
+MODEL_FAILED_TEXT = "Sorry, the AI model is not available right now. Please try again in a moment."
+
+
+class LeaseLost(Exception):
+    """Another worker took this run over; stop without writing anything."""
+
+
+class DeadlineExceeded(Exception):
+    """The run used up its time budget (settings.run_deadline)."""
+
+
+class Agent:
+    def __init__(self, job: RunJob, still_ours: Callable[[], bool], memories: list[str] | None = None):
+        self.job = job
+        self.still_ours = still_ours
+        self.entry = llm.model_entry(job.model_id)
+        self.client = llm.client_for(self.entry)
+        self.toolset = tools.available(job.allowed_tools)
+        self.ctx = ToolContext(
+            tenant_id=job.tenant_id, user_id=job.user_id, thread_id=job.thread_id, run_id=job.run_id,
+            context=job.context,
+        )
+        self.messages: list[dict[str, Any]] = prompt.build_messages(job, memories)
+        self.steps: list[StepRecord] = []
+        self.usage = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+        self.deadline = time.monotonic() + settings.run_deadline
+
+    def run(self) -> Outcome:
+        try:
+            for _ in range(settings.run_max_steps):
+                message = self._call_model(with_tools=bool(self.toolset))
+                if not message.tool_calls:
+                    return self._final(message.content or "")
+                self._run_tools(message)
+            return self._final(self._call_model(with_tools=False).content or "")
+        except (openai.OpenAIError, DeadlineExceeded) as exc:
+            log.warning("run %s: model failed: %r", self.job.run_id, exc)
+            return self._outcome(MODEL_FAILED_TEXT, is_error=True, error=f"{type(exc).__name__}: {exc}"[:1000])
+
+    def _check(self) -> None:
+        if not self.still_ours():
+            raise LeaseLost(str(self.job.run_id))
+        if time.monotonic() > self.deadline:
+            raise DeadlineExceeded(f"run took longer than {settings.run_deadline:g}s")
+
+    def _call_model(self, *, with_tools: bool):
+        self._check()
+        started = utcnow()
+        kwargs: dict[str, Any] = {}
+        if with_tools:
+            kwargs["tools"] = [tools.schema(m) for m in self.toolset]
+        timeout = max(1.0, min(settings.model_timeout, self.deadline - time.monotonic()))
+        status, usage, summary = "failed", None, ""
+        try:
+            response = self.client.chat.completions.create(
+                model=self.entry.model, messages=self.messages, timeout=timeout, **kwargs
+            )
+            message = response.choices[0].message
+            usage = response.usage.model_dump() if response.usage else None
+            for key in self.usage:
+                self.usage[key] += (usage or {}).get(key) or 0
+            status = "completed"
+            summary = message.content or json.dumps(
+                [{"name": c.function.name, "arguments": c.function.arguments} for c in message.tool_calls or []]
+            )
+            return message
+        except openai.OpenAIError as exc:
+            summary = f"{type(exc).__name__}: {exc}"
+            raise
+        finally:
+            self._record("model_call", self.entry.model, None, summary, status, started, usage)
+
+    def _run_tools(self, message) -> None:
+        self.messages.append(message.model_dump(exclude_none=True, include={"role", "content", "tool_calls"}))
+        calls = list(message.tool_calls)
+        self._check()
+        with ThreadPoolExecutor(max_workers=min(8, len(calls))) as pool:
+            results = list(pool.map(self._run_tool, calls))
+        for call, (output, status, started, arguments) in zip(calls, results):
+            self._record("tool_call", call.function.name, arguments, output, status, started, None)
+            self.messages.append({"role": "tool", "tool_call_id": call.id, "content": output})
+
+    def _run_tool(self, call) -> tuple[str, str, Any, dict | None]:
+        started = utcnow()
+        module = {m.NAME: m for m in self.toolset}.get(call.function.name)
+        arguments: dict | None = None
+        try:
+            if module is None:
+                raise ToolError(f"unknown tool '{call.function.name}'")
+            arguments = json.loads(call.function.arguments or "{}")
+            if not isinstance(arguments, dict):
+                raise ToolError("arguments must be a JSON object")
+            return json.dumps(module.run(arguments, self.ctx), default=str), "completed", started, arguments
+        except (ToolError, json.JSONDecodeError) as exc:
+            return json.dumps({"error": str(exc)}), "failed", started, arguments
+        except Exception as exc:  # noqa: BLE001 - a tool bug is reported to the model, not fatal to the run
+            log.exception("tool %s crashed", call.function.name)
+            return json.dumps({"error": f"the tool failed: {type(exc).__name__}"}), "failed", started, arguments
+
+    def _record(self, kind, name, arguments, output, status, started, usage) -> None:
+        self.steps.append(StepRecord(
+            index=len(self.steps), kind=kind, name=name, arguments=arguments,
+            output=(output or "")[: settings.tool_output_chars], status=status, started_at=started,
+            finished_at=utcnow(), usage=usage,
+        ))
+
+    def _final(self, text: str) -> Outcome:
+        content, cited = citations.extract(text, self.ctx.sources.get)
+        return self._outcome(content, citations=cited)
+
+    def _outcome(self, content: str, **kwargs: Any) -> Outcome:
+        return Outcome(
+            content=content, steps=self.steps, usage=self.usage,
+            updated_context=self.ctx.context if self.ctx.context is not None else None, **kwargs,
+        )
+
+
+def run(job: RunJob, still_ours: Callable[[], bool]) -> Outcome:
+    return Agent(job, still_ours).run()

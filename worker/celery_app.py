@@ -1,0 +1,27 @@
+"""The worker's Celery app: the shared configuration plus task bodies and the sweeper's schedule.
+
+Start a worker:  celery -A worker.celery_app worker -Q runs --pool threads --concurrency 16
+Start beat:      celery -A worker.celery_app beat
+"""
+from __future__ import annotations
+
+import logging
+
+from shared.config import settings
+from shared.queue import SWEEP, celery_app
+
+logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+app = celery_app()
+app.conf.beat_schedule = {"sweep-stale-runs": {"task": SWEEP, "schedule": settings.sweep_interval}}
+app.conf.include = ["worker.tasks"]
+
+import worker.tasks  # noqa: E402,F401  (registers the tasks)
+
+
+@__import__("celery").signals.worker_process_init.connect
+def _fresh_engine_after_fork(**_kwargs) -> None:
+    """A prefork child must not reuse the parent's database connections."""
+    from shared import db
+
+    db.dispose()

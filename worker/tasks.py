@@ -1,0 +1,89 @@
+"""Celery tasks, kept thin: claim the run, let the agent work while a lease keeper runs, store, notify."""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import uuid
+
+from shared import notify
+from shared.config import settings
+from shared.queue import EXECUTE_RUN, SWEEP, celery_app, enqueue_run
+from shared.services import runs
+from shared.services.runs import Outcome
+from worker.agent import loop
+
+log = logging.getLogger(__name__)
+app = celery_app()
+
+CRASHED_TEXT = "Sorry, something went wrong while answering. Please try again."
+
+
+class LeaseKeeper:
+    """Renews the run's lease in the background; ``still_ours()`` turns False once it is lost."""
+
+    def __init__(self, job: runs.RunJob):
+        self.job = job
+        self._lost = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._renew, daemon=True, name=f"lease-{job.run_id}")
+
+    def __enter__(self) -> "LeaseKeeper":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def still_ours(self) -> bool:
+        return not self._lost.is_set()
+
+    def _renew(self) -> None:
+        while not self._stop.wait(settings.lease_seconds / 3):
+            try:
+                if not runs.renew_lease(self.job.run_id, self.job.owner):
+                    self._lost.set()
+                    return
+            except Exception:  # noqa: BLE001 - a database blip: try again next tick, the lease has slack
+                log.warning("could not renew lease of run %s", self.job.run_id, exc_info=True)
+
+
+def _owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}:{uuid.uuid4().hex[:8]}"
+
+
+@app.task(name=EXECUTE_RUN, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+def execute_run(run_id: str) -> str:
+    job = runs.claim(uuid.UUID(run_id), _owner())
+    if job is None:
+        return "skipped"
+    with LeaseKeeper(job) as lease:
+        try:
+            outcome = loop.run(job, lease.still_ours)
+        except loop.LeaseLost:
+            log.warning("run %s: lease lost, another worker has it", run_id)
+            return "lease-lost"
+        except Exception as exc:  # noqa: BLE001 - a bug must end the run, not leave it hanging
+            log.exception("run %s crashed", run_id)
+            outcome = Outcome(content=CRASHED_TEXT, is_error=True, error=f"{type(exc).__name__}: {exc}"[:1000])
+    if not runs.finish(job, outcome):
+        log.warning("run %s: lease lost before the answer was stored", run_id)
+        return "lease-lost"
+    notify.publish_run_finished(run_id)
+    if (following := runs.next_queued_run(job.thread_id)) is not None:
+        enqueue_run(following)
+    return "failed" if outcome.is_error else "completed"
+
+
+@app.task(name=SWEEP, ignore_result=True)
+def sweep_stale_runs() -> dict[str, int]:
+    requeue, failed = runs.sweep()
+    for run_id in requeue:
+        enqueue_run(run_id)
+    for run_id in failed:
+        notify.publish_run_finished(str(run_id))
+    if requeue or failed:
+        log.info("sweeper: re-enqueued %d run(s), failed %d", len(requeue), len(failed))
+    return {"requeued": len(requeue), "failed": len(failed)}
