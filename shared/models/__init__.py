@@ -2,7 +2,11 @@
 from shared.models.base import Base, utcnow
 from shared.models.conversation import Message, Thread
 from shared.models.identity import ApiToken, Tenant, User
+from shared.models.knowledge import Document, DocumentChunk, DocumentVersion
+from shared.models.memories import Memory
+from shared.models.reports import Report
 from shared.models.runs import Run, RunStep
 from shared.models.workflows import Workflow
 
-__all__ = ["Base", "utcnow", "Tenant", "User", "ApiToken", "Thread", "Message", "Run", "RunStep", "Workflow"]
+__all__ = ["Base", "utcnow", "Tenant", "User", "ApiToken", "Thread", "Message", "Run", "RunStep", "Workflow",
+           "Document", "DocumentVersion", "DocumentChunk", "Memory", "Report"]
