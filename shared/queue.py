@@ -28,7 +28,8 @@ def celery_config() -> dict:
     if settings.broker_url.startswith("filesystem"):
         folder = settings.broker_dir / "queue"
         folder.mkdir(parents=True, exist_ok=True)
-        transport.update(data_folder_in=str(folder), data_folder_out=str(folder), store_processed=False)
+        transport.update(data_folder_in=str(folder), data_folder_out=str(folder), store_processed=False,
+                         polling_interval=0.05)
     else:
         transport.update(socket_connect_timeout=2, socket_timeout=5)
     return dict(

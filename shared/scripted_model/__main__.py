@@ -8,10 +8,12 @@ import argparse  # noqa: E402
 
 
 def main(argv=None) -> None:
+    from shared.config import settings
+
     parser = argparse.ArgumentParser(prog="python -m shared.scripted_model", description=__doc__)
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8090)
-    parser.add_argument("--latency", type=float, default=0.0,
+    parser.add_argument("--host", default=settings.scripted_model_host)
+    parser.add_argument("--port", type=int, default=settings.scripted_model_port)
+    parser.add_argument("--latency", type=float, default=settings.scripted_model_latency,
                         help="base seconds added to every completion")
     args = parser.parse_args(argv)
 

@@ -1,0 +1,56 @@
+# Threadline — the two commands a new user needs are `make run` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+export PYTHONPATH := $(CURDIR)
+
+.PHONY: run test test-production test-embedded migrate bench lock services clean help
+
+help:
+	@echo "make run    - set up a venv and start API (127.0.0.1:8000), worker and scripted model (SQLite, no servers needed)"
+	@echo "make test   - the whole test suite against PostgreSQL + Redis, then the core suite against the embedded mode"
+	@echo "make bench  - the benchmark (production configuration on this machine)"
+
+$(BIN)/activate:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(VENV)/.base: requirements/base.txt | $(BIN)/activate
+	$(BIN)/pip install --quiet -r requirements/base.txt
+	touch $@
+
+$(VENV)/.dev: requirements/dev.txt $(VENV)/.base
+	$(BIN)/pip install --quiet -r requirements/dev.txt
+	touch $@
+
+migrate: $(VENV)/.base
+	$(BIN)/alembic upgrade head
+
+run: migrate
+	@$(BIN)/flask --app api docs ingest docs >/dev/null 2>&1 || true
+	@$(BIN)/flask --app api demo
+	@echo "Starting API, worker and scripted model (Ctrl-C stops all). The API is up when 'threadline api ready' shows."
+	@$(BIN)/honcho start -f Procfile
+
+test: $(VENV)/.dev
+	$(BIN)/python -m pytest -q
+	THREADLINE_TEST_MODE=embedded $(BIN)/python -m pytest -q -m core
+
+bench: $(VENV)/.dev
+	$(BIN)/python -m bench
+
+lock:
+	rm -rf /tmp/threadline-lock && $(PYTHON) -m venv /tmp/threadline-lock
+	/tmp/threadline-lock/bin/pip install --quiet -r requirements/base.in
+	(echo "# Pinned runtime tree, generated from requirements/base.in by 'make lock'. Do not edit by hand."; \
+	 /tmp/threadline-lock/bin/pip freeze) > requirements/base.txt
+	/tmp/threadline-lock/bin/pip install --quiet -r requirements/dev.in
+	(echo "# Pinned test/bench additions, generated from requirements/dev.in by 'make lock'."; echo "-r base.txt"; \
+	 comm -13 <(grep -v '^#' requirements/base.txt | sort) <(/tmp/threadline-lock/bin/pip freeze | sort)) > requirements/dev.txt
+
+services:
+	@bash scripts/ensure-services
+
+clean:
+	rm -rf var .pytest_cache
