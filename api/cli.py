@@ -1,7 +1,8 @@
-"""flask --app api users|tokens|demo … : administration from the command line."""
+"""flask --app api users|tokens|docs|demo … : administration from the command line."""
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 
 import click
 from flask import Flask
@@ -61,6 +62,47 @@ def register_cli(app: Flask) -> None:
 
         identity.revoke_token(uuid.UUID(token_id))
         click.echo("revoked")
+
+    @app.cli.group()
+    def docs():
+        """Manage the knowledge base the docs tools search."""
+
+    @docs.command("ingest")
+    @click.argument("path", type=click.Path(exists=True, path_type=Path))
+    @click.option("--tenant", help="Tenant name; without it the documents are global (every tenant reads them).")
+    def ingest_docs(path, tenant):
+        """Ingest a .md/.markdown/.txt file or a folder (recursively). Unchanged files are skipped."""
+        from shared.services import knowledge
+
+        try:
+            tenant_id = knowledge.tenant_id_for(tenant)
+
+            def progress(files):
+                with click.progressbar(files, label="Ingesting", item_show_func=lambda f: f.name if f else "") as bar:
+                    yield from bar
+
+            summary = knowledge.ingest(path, tenant_id=tenant_id, progress=progress)
+        except ThreadlineError as exc:
+            raise click.ClickException(exc.message) from exc
+        for failed, why in summary.failed.items():
+            click.echo(f"failed: {failed}: {why}", err=True)
+        click.echo(summary.line())
+
+    @docs.command("list")
+    @click.option("--tenant", help="Only this tenant's documents.")
+    @click.option("--global", "only_global", is_flag=True, help="Only the global documents.")
+    def list_docs(tenant, only_global):
+        """List documents with their current version and chunk count."""
+        from shared.services import knowledge
+
+        try:
+            tenant_id = knowledge.tenant_id_for(tenant)
+        except ThreadlineError as exc:
+            raise click.ClickException(exc.message) from exc
+        rows = knowledge.list_documents(tenant_id, only_tenant=bool(tenant or only_global))
+        for row in rows:
+            click.echo(f"{row.tenant or '(global)':<20} v{row.version:<3} {row.chunks:>4} chunks  {row.path}  {row.name}")
+        click.echo(f"{len(rows)} document(s)")
 
     @app.cli.command("demo")
     @click.option("--email", default="demo@example.com")

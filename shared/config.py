@@ -88,6 +88,10 @@ class Settings:
     scripted_model_port: int
     scripted_model_latency: float
     tool_output_chars: int = 4000
+    memory_prompt_limit: int = 5  # memories recalled into the system prompt
+    memory_max_chars: int = 1000  # longest memory a user may keep
+    memory_max_per_user: int = 500  # memories one user may keep
+    docs_read_max_chars: int = 12000  # read_doc by document name returns at most this much text
     extra: dict = field(default_factory=dict)
 
     @property
@@ -137,6 +141,10 @@ def load() -> Settings:
         scripted_model_host=scripted_host,
         scripted_model_port=scripted_port,
         scripted_model_latency=_float("SCRIPTED_MODEL_LATENCY", 0.0),
+        memory_prompt_limit=_int("MEMORY_PROMPT_LIMIT", 5),
+        memory_max_chars=_int("MEMORY_MAX_CHARS", 1000),
+        memory_max_per_user=_int("MEMORY_MAX_PER_USER", 500),
+        docs_read_max_chars=_int("DOCS_READ_MAX_CHARS", 12000),
     )
 
 

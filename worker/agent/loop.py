@@ -15,6 +15,8 @@ import openai
 
 from shared.config import settings
 from shared.models import utcnow
+from shared.services import knowledge
+from shared.services import memories as memory_store
 from shared.services.runs import Outcome, RunJob, StepRecord
 from worker import llm, tools
 from worker.agent import citations, prompt
@@ -129,8 +131,12 @@ class Agent:
         ))
 
     def _final(self, text: str) -> Outcome:
-        content, cited = citations.extract(text, self.ctx.sources.get)
+        content, cited = citations.extract(text, self._source)
         return self._outcome(content, citations=cited)
+
+    def _source(self, chunk_id: str) -> dict[str, Any] | None:
+        """A cited chunk: fetched in this run, else looked up in the tenant's scope (e.g. cited from history)."""
+        return self.ctx.sources.get(chunk_id) or knowledge.citation_source(self.job.tenant_id, chunk_id)
 
     def _outcome(self, content: str, **kwargs: Any) -> Outcome:
         return Outcome(
@@ -139,5 +145,17 @@ class Agent:
         )
 
 
+def recall_memories(job: RunJob) -> list[str]:
+    """The user's memories most relevant to this message, for the system prompt (none if the workflow
+    leaves out the memory tools; none rather than a failed run if the lookup fails)."""
+    if job.allowed_tools is not None and "search_memories" not in job.allowed_tools:
+        return []
+    try:
+        return memory_store.recall(job.tenant_id, job.user_id, job.content, settings.memory_prompt_limit)
+    except Exception:  # noqa: BLE001 - memories improve an answer; their absence must not stop it
+        log.warning("run %s: could not recall memories", job.run_id, exc_info=True)
+        return []
+
+
 def run(job: RunJob, still_ours: Callable[[], bool]) -> Outcome:
-    return Agent(job, still_ours).run()
+    return Agent(job, still_ours, recall_memories(job)).run()

@@ -30,6 +30,11 @@ class ToolError(Exception):
 
 REGISTRY: dict[str, ModuleType] = {module.NAME: module for module in (context_tool,)}
 
+# Knowledge base and memories (imported here, after ToolError, which they use).
+from worker.tools import delete_memory, read_doc, save_memory, search_docs, search_memories  # noqa: E402
+
+REGISTRY.update({m.NAME: m for m in (search_docs, read_doc, save_memory, search_memories, delete_memory)})
+
 
 def available(allowed: list[str] | None) -> list[ModuleType]:
     return [m for name, m in REGISTRY.items() if allowed is None or name in allowed]

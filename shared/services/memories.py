@@ -1,0 +1,108 @@
+"""Memories: short facts the assistant keeps about one user, shared across that user's threads.
+
+Every function takes the owner (tenant and user) explicitly and every statement filters on both, so
+no caller can reach another user's memories, whatever text a model puts in its tool arguments.
+"""
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+from sqlalchemy import delete as sql_delete
+from sqlalchemy import func, select
+
+from shared import text_search
+from shared.config import settings
+from shared.db import transaction
+from shared.errors import Conflict, ValidationFailed
+from shared.models import Memory
+
+MAX_SEARCH_RESULTS = 20
+
+
+@dataclass(frozen=True)
+class MemoryView:
+    id: str
+    content: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"id": self.id, "content": self.content}
+
+
+def _view(memory: Memory) -> MemoryView:
+    return MemoryView(str(memory.id), memory.content)
+
+
+def _owned(tenant_id: uuid.UUID, user_id: str) -> list:
+    return [Memory.tenant_id == tenant_id, Memory.user_id == user_id]
+
+
+def save(tenant_id: uuid.UUID, user_id: str, content: str, *, source_thread_id: int | None = None) -> MemoryView:
+    """Keep ``content`` for the user. Saving the same text again returns the existing memory."""
+    content = " ".join(str(content or "").split())
+    if not content:
+        raise ValidationFailed("A memory needs some text.", fields={"content": ["Must not be empty."]})
+    if len(content) > settings.memory_max_chars:
+        raise ValidationFailed(f"A memory is at most {settings.memory_max_chars} characters.",
+                               fields={"content": [f"Longer than {settings.memory_max_chars} characters."]})
+    with transaction() as session:
+        existing = session.scalar(select(Memory).where(*_owned(tenant_id, user_id), Memory.content == content).limit(1))
+        if existing is not None:
+            return _view(existing)
+        count = session.scalar(select(func.count()).select_from(Memory).where(*_owned(tenant_id, user_id)))
+        if count >= settings.memory_max_per_user:
+            raise Conflict(f"This user already has {count} memories, the most allowed; delete some first.")
+        memory = Memory(tenant_id=tenant_id, user_id=user_id, content=content, source_thread_id=source_thread_id)
+        session.add(memory)
+        session.flush()
+        return _view(memory)
+
+
+def search(tenant_id: uuid.UUID, user_id: str, query: str, limit: int = 5, *, relax: bool = True) -> list[MemoryView]:
+    """The user's memories that best match ``query``, best first."""
+    limit = max(1, min(limit, MAX_SEARCH_RESULTS))
+    with transaction() as session:
+        ids = text_search.search(session, text_search.MEMORIES, query, _owned(tenant_id, user_id), limit, relax=relax)
+        rows = session.scalars(select(Memory).where(*_owned(tenant_id, user_id), Memory.id.in_(ids))).all() if ids else []
+    by_id = {m.id: _view(m) for m in rows}
+    return [by_id[i] for i in ids if i in by_id]
+
+
+def recent(tenant_id: uuid.UUID, user_id: str, limit: int = 5) -> list[MemoryView]:
+    """The user's newest memories, newest first."""
+    with transaction() as session:
+        rows = session.scalars(
+            select(Memory).where(*_owned(tenant_id, user_id)).order_by(Memory.created_at.desc(), Memory.id).limit(limit)
+        ).all()
+    return [_view(m) for m in rows]
+
+
+def recall(tenant_id: uuid.UUID, user_id: str, message: str, limit: int) -> list[str]:
+    """Memories for the system prompt: those matching the message first, then the newest, ``limit`` in all."""
+    if limit < 1:
+        return []
+    chosen = {m.id: m.content for m in search(tenant_id, user_id, message, limit)} if message.strip() else {}
+    if len(chosen) < limit:
+        for memory in recent(tenant_id, user_id, limit):
+            chosen.setdefault(memory.id, memory.content)
+    return list(chosen.values())[:limit]
+
+
+def delete(tenant_id: uuid.UUID, user_id: str, *, memory_id: str | None = None, query: str | None = None) -> int:
+    """Delete one memory by id, or every memory matching all words of ``query``; return how many."""
+    if memory_id is not None:
+        try:
+            ids = [uuid.UUID(str(memory_id))]
+        except ValueError:
+            raise ValidationFailed("Not a memory id.", fields={"id": ["Not a valid id."]}) from None
+    elif query and query.strip():
+        ids = [uuid.UUID(m.id) for m in search(tenant_id, user_id, query, MAX_SEARCH_RESULTS, relax=False)]
+    else:
+        raise ValidationFailed("Say which memory to delete: an id or a query.")
+    if not ids:
+        return 0
+    with transaction() as session:
+        return session.execute(
+            sql_delete(Memory).where(*_owned(tenant_id, user_id), Memory.id.in_(ids))
+            .execution_options(synchronize_session=False)
+        ).rowcount
