@@ -92,6 +92,17 @@ class Settings:
     memory_max_chars: int = 1000  # longest memory a user may keep
     memory_max_per_user: int = 500  # memories one user may keep
     docs_read_max_chars: int = 12000  # read_doc by document name returns at most this much text
+    # Web tools (worker/tools/web_search.py, read_web_page.py; SSRF policy in shared/netguard.py)
+    web_search_provider: str = "searxng"
+    web_search_url: str = ""
+    fetch_allowlist: tuple[str, ...] = ()
+    fetch_timeout: float = 10.0
+    fetch_max_bytes: int = 2 * 1024 * 1024
+    fetch_text_chars: int = 8000
+    # query_data (shared/services/data_views.py)
+    data_views_file: Path = ROOT / "shared" / "data_views.toml"
+    data_row_cap: int = 100
+    data_statement_timeout: float = 5.0
     extra: dict = field(default_factory=dict)
 
     @property
@@ -145,6 +156,15 @@ def load() -> Settings:
         memory_max_chars=_int("MEMORY_MAX_CHARS", 1000),
         memory_max_per_user=_int("MEMORY_MAX_PER_USER", 500),
         docs_read_max_chars=_int("DOCS_READ_MAX_CHARS", 12000),
+        web_search_provider=os.environ.get("WEB_SEARCH_PROVIDER", "searxng"),
+        web_search_url=os.environ.get("WEB_SEARCH_URL", "").rstrip("/"),
+        fetch_allowlist=tuple(e.strip() for e in os.environ.get("FETCH_ALLOWLIST", "").split(",") if e.strip()),
+        fetch_timeout=_float("FETCH_TIMEOUT", 10.0),
+        fetch_max_bytes=_int("FETCH_MAX_BYTES", 2 * 1024 * 1024),
+        fetch_text_chars=_int("FETCH_TEXT_CHARS", 8000),
+        data_views_file=Path(os.environ.get("DATA_VIEWS_FILE") or ROOT / "shared" / "data_views.toml"),
+        data_row_cap=_int("DATA_ROW_CAP", 100),
+        data_statement_timeout=_float("DATA_STATEMENT_TIMEOUT", 5.0),
     )
 
 

@@ -35,6 +35,11 @@ from worker.tools import delete_memory, read_doc, save_memory, search_docs, sear
 
 REGISTRY.update({m.NAME: m for m in (search_docs, read_doc, save_memory, search_memories, delete_memory)})
 
+# Web, data and reporting.
+from worker.tools import query_data, read_web_page, report_conversation, web_search  # noqa: E402
+
+REGISTRY.update({m.NAME: m for m in (web_search, read_web_page, query_data, report_conversation)})
+
 
 def available(allowed: list[str] | None) -> list[ModuleType]:
     return [m for name, m in REGISTRY.items() if allowed is None or name in allowed]

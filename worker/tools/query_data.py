@@ -1,0 +1,45 @@
+"""query_data: run one of the operator's read-only data views for the current user.
+
+The model picks a view and its declared params; the user and tenant come from ToolContext. The
+description below lists the views, so the model knows what it can ask for.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from shared.errors import ThreadlineError
+from shared.services import data_views
+
+NAME = "query_data"
+
+
+def _schema() -> dict[str, Any]:
+    views = data_views.catalog()
+    listing = "\n".join(f"- {view.describe()}" for view in views.values())
+    return {
+        "description": "Read the application's data through a named read-only view; results are always "
+        "limited to the current user's own data. Available views:\n" + listing,
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "view": {"type": "string", "enum": sorted(views), "description": "The view's name."},
+                "params": {"type": "object", "description": "The view's params (only those listed; all optional)."},
+            },
+            "required": ["view"],
+        },
+    }
+
+
+SCHEMA = _schema()  # a broken views file stops the worker at start, with the file and view named
+
+
+def run(args: dict[str, Any], ctx) -> dict[str, Any]:
+    from worker.tools import ToolError
+
+    view = args.get("view")
+    if not isinstance(view, str) or not view:
+        raise ToolError("'view' must be the name of a data view")
+    try:
+        return data_views.run_view(view, args.get("params"), tenant_id=ctx.tenant_id, user_id=ctx.user_id)
+    except ThreadlineError as exc:
+        raise ToolError(exc.message) from None
