@@ -8,6 +8,7 @@ from alembic import context
 from shared.config import settings
 from shared.db import make_engine
 from shared.models import Base
+from shared.text_search import include_object  # keeps autogenerate off the hand-made search objects
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("configure_logger", True):
@@ -17,7 +18,8 @@ url = config.attributes.get("url") or settings.database_url
 
 
 def run_migrations_offline() -> None:
-    context.configure(url=url, target_metadata=Base.metadata, literal_binds=True, render_as_batch=url.startswith("sqlite"))
+    context.configure(url=url, target_metadata=Base.metadata, literal_binds=True, render_as_batch=url.startswith("sqlite"),
+                      include_object=include_object)
     with context.begin_transaction():
         context.run_migrations()
 
@@ -26,7 +28,7 @@ def run_migrations_online() -> None:
     engine = make_engine(url)
     with engine.connect() as connection:
         context.configure(connection=connection, target_metadata=Base.metadata,
-                          render_as_batch=connection.dialect.name == "sqlite")
+                          render_as_batch=connection.dialect.name == "sqlite", include_object=include_object)
         with context.begin_transaction():
             context.run_migrations()
     engine.dispose()

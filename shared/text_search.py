@@ -110,3 +110,17 @@ def _sqlite(session, index, query, words, where, limit, *, any_term):
         .limit(limit)
     )
     return list(session.scalars(statement))
+
+
+SEARCH_INDEXES = frozenset({"ix_document_chunks_fts", "ix_memories_fts"})  # PostgreSQL, made by migration 0003
+
+
+def include_object(obj, name: str | None, type_: str, reflected: bool, compare_to) -> bool:
+    """Alembic ``include_object`` hook: the search indexes and FTS5 tables of migration 0003 are made
+    by hand (the models cannot describe them), so autogenerate must neither drop nor compare them."""
+    if not reflected or name is None:
+        return True
+    searchable = (CHUNKS.fts_table, MEMORIES.fts_table)
+    if type_ == "table":
+        return not any(name == t or name.startswith(f"{t}_") for t in searchable)
+    return not (type_ == "index" and name in SEARCH_INDEXES)

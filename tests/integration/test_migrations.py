@@ -12,6 +12,7 @@ from sqlalchemy import create_engine, inspect, text
 
 from shared.db import make_engine
 from shared.models import Base
+from shared.text_search import include_object
 from tests.stack import PG_ADMIN_URL, ROOT
 
 
@@ -53,7 +54,7 @@ def test_upgrade_matches_models_and_downgrade_empties(empty_database):
     assert set(Base.metadata.tables) <= tables(empty_database)
     engine = make_engine(empty_database)
     with engine.connect() as conn:
-        diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+        diff = compare_metadata(MigrationContext.configure(conn, opts={"include_object": include_object}), Base.metadata)
     engine.dispose()
     assert diff == [], f"models and migrations disagree: {diff}"
     command.downgrade(config, "base")
