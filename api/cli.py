@@ -104,6 +104,59 @@ def register_cli(app: Flask) -> None:
             click.echo(f"{row.tenant or '(global)':<20} v{row.version:<3} {row.chunks:>4} chunks  {row.path}  {row.name}")
         click.echo(f"{len(rows)} document(s)")
 
+    @app.cli.group()
+    def workflows():
+        """Manage workflows (a tenant's system prompt, allowed tools and model for runs)."""
+
+    @workflows.command("create")
+    @click.argument("name")
+    @click.option("--tenant", required=True, help="Tenant name (or id).")
+    @click.option("--system-prompt", default="", help="System prompt for runs with this workflow.")
+    @click.option("--tools", help="Comma-separated tool names the runs may use (default: all; '' for none).")
+    @click.option("--model", "model_id", help="Model id from the registry (default: the thread's or the default).")
+    def create_workflow(name, tenant, system_prompt, tools, model_id):
+        """Create a workflow and print its id."""
+        from shared.services import workflows as workflow_service
+
+        try:
+            workflow = workflow_service.create_workflow(
+                workflow_service.tenant_id_for(tenant), name, system_prompt=system_prompt,
+                tools=_perms(tools), model_id=model_id,
+            )
+        except ThreadlineError as exc:
+            details = "; ".join(f"{k}: {' '.join(v)}" for k, v in exc.fields.items())
+            raise click.ClickException(f"{exc.message} {details}".strip()) from exc
+        click.echo(str(workflow.id))
+
+    @workflows.command("list")
+    @click.option("--tenant", required=True, help="Tenant name (or id).")
+    def list_workflows(tenant):
+        """List a tenant's workflows: id, name, model, tools."""
+        from shared.services import workflows as workflow_service
+
+        try:
+            rows = workflow_service.list_workflows(workflow_service.tenant_id_for(tenant))
+        except ThreadlineError as exc:
+            raise click.ClickException(exc.message) from exc
+        for w in rows:
+            tools_text = "all tools" if w.tools is None else (",".join(w.tools) or "no tools")
+            click.echo(f"{w.id}  {w.name}  model={w.model_id or '-'}  {tools_text}")
+        click.echo(f"{len(rows)} workflow(s)")
+
+    @workflows.command("delete")
+    @click.argument("workflow_id", type=click.UUID)
+    @click.option("--tenant", help="Only delete it if it belongs to this tenant.")
+    def delete_workflow(workflow_id, tenant):
+        """Delete a workflow by id (threads that used it fall back to the defaults)."""
+        from shared.services import workflows as workflow_service
+
+        try:
+            tenant_id = workflow_service.tenant_id_for(tenant) if tenant else None
+            workflow_service.delete_workflow(workflow_id, tenant_id=tenant_id)
+        except ThreadlineError as exc:
+            raise click.ClickException(exc.message) from exc
+        click.echo("deleted")
+
     @app.cli.command("demo")
     @click.option("--email", default="demo@example.com")
     @click.option("--base-url", default="http://127.0.0.1:8000")

@@ -69,7 +69,8 @@ def page_meta(page: int, per_page: int, total: int) -> dict:
 def create_thread(body):
     """Create a thread (permission ai_threads.create)."""
     thread = thread_service.create_thread(
-        current_principal(), title=body["title"], model_id=body["model_id"], context=body["context"]
+        current_principal(), title=body["title"], model_id=body["model_id"], context=body["context"],
+        workflow_id=body["workflow_id"],
     )
     return present_thread(thread)
 
@@ -115,6 +116,7 @@ def post_message(body, _query, thread_id: int):
     exchange = message_service.post_user_message(
         current_principal(), thread_id, content=body["content"], context=body["state"] or body["context"],
         context_key=context_key, client_message_id=idempotency_key(), model_id=body["model_id"],
+        workflow_id=body["workflow_id"],
     )
     exchange = message_service.await_response(exchange, wait)
     payload = {

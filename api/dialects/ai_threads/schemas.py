@@ -9,6 +9,7 @@ from shared.services.messages import MAX_CONTENT
 class ThreadCreate(Schema):
     title = fields.String(load_default="", validate=validate.Length(max=200))
     model_id = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=100))
+    workflow_id = fields.UUID(load_default=None, allow_none=True, metadata={"description": "Run with this workflow."})
     context = fields.Dict(load_default=None, allow_none=True)
 
 
@@ -22,6 +23,7 @@ class MessageCreate(Schema):
     context = fields.Dict(load_default=None, allow_none=True, metadata={"description": "Client context, e.g. page and form fields."})
     state = fields.Dict(load_default=None, allow_none=True, metadata={"description": "The same as context (seed 001 name)."})
     model_id = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=100))
+    workflow_id = fields.UUID(load_default=None, allow_none=True, metadata={"description": "Run with this workflow (default: the thread's)."})
 
     @validates_schema
     def one_of_context_or_state(self, data, **_kwargs):
