@@ -10,6 +10,21 @@ import logging
 from shared.config import settings
 from shared.queue import SWEEP, celery_app
 
+
+def _green_psycopg() -> None:
+    """Under the gevent pool (-P gevent), let psycopg2 yield to other greenlets while it waits."""
+    try:
+        from gevent import monkey
+    except ImportError:
+        return
+    if monkey.is_module_patched("socket"):
+        from psycogreen.gevent import patch_psycopg
+
+        patch_psycopg()
+
+
+_green_psycopg()
+
 logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 app = celery_app()

@@ -1,0 +1,1 @@
+"""make bench: load generator, floor measurements and the report."""

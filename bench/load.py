@@ -1,0 +1,70 @@
+"""Load generator, run as its own process so its CPU is not the API's: N concurrent clients, each on its
+own thread of conversation, posting for a bounded time. Prints one JSON object with every latency.
+
+    python -m bench.load --url http://127.0.0.1:8000 --plan plan.json --clients 32 --duration 10 --wait 30
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+
+import httpx
+
+
+async def client_loop(http: httpx.AsyncClient, target: dict, args, stop_at: float, out: dict) -> None:
+    headers = {"Authorization": f"Bearer {target['token']}", "Prefer": f"wait={args.wait}"}
+    url = f"/api/v1/ai/threads/{target['thread']}/messages"
+    sent = 0
+    while time.monotonic() < stop_at and (args.max_per_client == 0 or sent < args.max_per_client):
+        started = time.monotonic()
+        try:
+            response = await http.post(url, json={"content": f"bench message {sent}"}, headers=headers)
+            elapsed = time.monotonic() - started
+            if response.status_code != 201:
+                out["errors"].append(f"HTTP {response.status_code}")
+            else:
+                status = response.json()["responseMessage"]["status"]
+                if args.wait > 0 and status != "completed":
+                    out["errors"].append(f"not completed: {status}")
+                else:
+                    out["latencies"].append(elapsed)
+        except Exception as exc:  # noqa: BLE001 - every failure is a data point
+            out["errors"].append(type(exc).__name__)
+        sent += 1
+        if args.pace:
+            await asyncio.sleep(max(0.0, args.pace - (time.monotonic() - started)))
+
+
+async def main_async(args) -> dict:
+    plan = json.loads(open(args.plan).read())[: args.clients]
+    if len(plan) < args.clients:
+        raise SystemExit(f"plan has {len(plan)} threads, need {args.clients}")
+    out: dict = {"latencies": [], "errors": []}
+    limits = httpx.Limits(max_connections=args.clients + 10, max_keepalive_connections=args.clients + 10)
+    async with httpx.AsyncClient(base_url=args.url, timeout=args.wait + 60, limits=limits) as http:
+        started = time.monotonic()
+        stop_at = started + args.duration
+        await asyncio.gather(*(client_loop(http, target, args, stop_at, out) for target in plan))
+        out["elapsed"] = time.monotonic() - started
+    out["clients"] = args.clients
+    return out
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--url", required=True)
+    parser.add_argument("--plan", required=True, help="JSON list of {token, thread}")
+    parser.add_argument("--clients", type=int, required=True)
+    parser.add_argument("--duration", type=float, default=10)
+    parser.add_argument("--wait", type=float, default=30)
+    parser.add_argument("--max-per-client", type=int, default=0)
+    parser.add_argument("--pace", type=float, default=0.0, help="seconds between one client's posts")
+    args = parser.parse_args(argv)
+    json.dump(asyncio.run(main_async(args)), sys.stdout)
+
+
+if __name__ == "__main__":
+    main()
