@@ -88,6 +88,8 @@ class Settings:
     scripted_model_port: int
     scripted_model_latency: float
     tool_output_chars: int = 4000
+    db_pool_size: int = 10  # connections per process (PostgreSQL); mind max_connections across processes
+    db_max_overflow: int = 20
     memory_prompt_limit: int = 5  # memories recalled into the system prompt
     memory_max_chars: int = 1000  # longest memory a user may keep
     memory_max_per_user: int = 500  # memories one user may keep
@@ -152,6 +154,8 @@ def load() -> Settings:
         scripted_model_host=scripted_host,
         scripted_model_port=scripted_port,
         scripted_model_latency=_float("SCRIPTED_MODEL_LATENCY", 0.0),
+        db_pool_size=_int("DB_POOL_SIZE", 10),
+        db_max_overflow=_int("DB_MAX_OVERFLOW", 20),
         memory_prompt_limit=_int("MEMORY_PROMPT_LIMIT", 5),
         memory_max_chars=_int("MEMORY_MAX_CHARS", 1000),
         memory_max_per_user=_int("MEMORY_MAX_PER_USER", 500),

@@ -186,10 +186,10 @@ class Stack:
         wait_until(lambda: httpx.get(f"{self.model_url}/healthz", timeout=1).status_code == 200, what="scripted model")
         return process
 
-    def start_worker(self, name: str = "worker", concurrency: int = 8) -> Process:
+    def start_worker(self, name: str = "worker", concurrency: int = 8, pool: str = "threads") -> Process:
         process = self._spawn(name, [
             sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", "-Q", self.queue,
-            "--pool", "threads", "--concurrency", str(concurrency), "--hostname", f"{name}-{self.tag}@%h",
+            "--pool", pool, "--concurrency", str(concurrency), "--hostname", f"{name}-{self.tag}@%h",
             "--without-gossip", "--without-mingle", "--loglevel", "INFO",
         ])
         wait_until(lambda: "ready" in process.log_path.read_text(errors="replace"), timeout=30, what=f"{name} ready")
@@ -201,11 +201,11 @@ class Stack:
             "--schedule", str(self.tmp / "beat-schedule"),
         ])
 
-    def start_api(self) -> Process:
+    def start_api(self, workers: int = 2) -> Process:
         worker_class = "gevent" if self.mode == "production" else "gthread"
         process = self._spawn("api", [
             sys.executable, "-m", "gunicorn", "-c", "api/gunicorn_conf.py", "-k", worker_class, "--threads", "16",
-            "-w", "2", "-b", f"127.0.0.1:{self.api_port}", "api.wsgi:app",
+            "-w", str(workers), "-b", f"127.0.0.1:{self.api_port}", "api.wsgi:app",
         ])
         wait_until(lambda: httpx.get(f"{self.api_url}/healthz", timeout=1).status_code == 200, timeout=30, what="api")
         return process
