@@ -10,8 +10,13 @@ from types import SimpleNamespace
 import httpx
 import pytest
 
-from tests.stack import Stack
+from tests.stack import Stack, free_port
 
+# Ports for the local page server and fake SearXNG that tests/integration/test_web_tools.py starts; the
+# stack's fetcher allow-lists exactly these two (everything else on 127.0.0.1 stays refused).
+WEB_PORTS = {"page": free_port(), "searx": free_port()}
+os.environ["FETCH_ALLOWLIST"] = f"127.0.0.1:{WEB_PORTS['page']},127.0.0.1:{WEB_PORTS['searx']}"
+os.environ["WEB_SEARCH_URL"] = f"http://127.0.0.1:{WEB_PORTS['searx']}"
 STACK = Stack()
 os.environ.update({k: v for k, v in STACK.env.items()})
 
@@ -31,6 +36,11 @@ def pytest_runtest_makereport(item, call):
     if report.failed and STACK.processes:
         report.sections.append(("threadline process logs", STACK.logs()))
     return report
+
+
+@pytest.fixture(scope="session")
+def web_ports():
+    return dict(WEB_PORTS)
 
 
 @pytest.fixture

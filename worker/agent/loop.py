@@ -27,6 +27,12 @@ log = logging.getLogger(__name__)
 MODEL_FAILED_TEXT = "Sorry, the AI model is not available right now. Please try again in a moment."
 
 
+def safe_error_summary(exc: Exception) -> str:
+    """What a failed model call's step shows: the error class and HTTP status, never the provider's message."""
+    status = getattr(exc, "status_code", None)
+    return f"{type(exc).__name__}" + (f" (status {status})" if status else "")
+
+
 class LeaseLost(Exception):
     """Another worker took this run over; stop without writing anything."""
 
@@ -91,7 +97,7 @@ class Agent:
             )
             return message
         except openai.OpenAIError as exc:
-            summary = f"{type(exc).__name__}: {exc}"
+            summary = safe_error_summary(exc)  # steps are shown to users: no provider error text
             raise
         finally:
             self._record("model_call", self.entry.model, None, summary, status, started, usage)
