@@ -32,8 +32,18 @@ def create_app(config: dict | None = None) -> Flask:
         RATELIMIT_HEADER_RETRY_AFTER="X-RateLimit-Retry-After",  # our 429s set Retry-After; polls keep theirs
         RATELIMIT_SWALLOW_ERRORS=True,
         RATELIMIT_KEY_PREFIX=f"threadline:{settings.run_queue}",
+        PERMANENT_SESSION_LIFETIME=settings.session_lifetime,
+        API_SPEC_OPTIONS={
+            "components": {"securitySchemes": {
+                "bearerAuth": {"type": "http", "scheme": "bearer", "description": "An API token (flask tokens create)."},
+                "cookieAuth": {"type": "apiKey", "in": "cookie", "name": "session",
+                               "description": "The session cookie from POST /api/auth/login (chats dialect)."},
+            }},
+            "security": [{"bearerAuth": []}, {"cookieAuth": []}],
+        },
     )
     app.config.update(config or {})
+    api.DEFAULT_ERROR_RESPONSE_NAME = None  # each dialect documents its own error format (alt_response)
     api.init_app(app)
     limiter.init_app(app)
     errors.install(app)  # after api.init_app, so our renderers replace flask-smorest's
@@ -42,6 +52,15 @@ def create_app(config: dict | None = None) -> Flask:
 
     api.register_blueprint(ai_threads.blp)
     errors.register("/api/v1/ai/", ai_threads.render_error, ai_threads.routes.adapt_error)
+
+    from api.dialects import chats, v1_threads
+
+    api.register_blueprint(chats.auth_blp)
+    api.register_blueprint(chats.blp)
+    api.register_blueprint(v1_threads.blp)
+    errors.register("/api/chats", chats.render_error, chats.routes.adapt_error)
+    errors.register("/api/auth/", chats.render_error, chats.routes.adapt_error)
+    errors.register("/v1/", v1_threads.render_error, v1_threads.routes.adapt_error)
 
     @app.get("/healthz")
     @limiter.exempt

@@ -5,7 +5,7 @@ from flask import g, request, session
 
 from shared.errors import Unauthorized
 from shared.permissions import Principal
-from shared.services import identity
+from shared.services import identity, sessions
 
 _UNSET = object()
 
@@ -18,7 +18,7 @@ def _authenticate() -> Principal:
             raise Unauthorized("Use 'Authorization: Bearer <token>'.")
         return identity.authenticate_token(token.strip())
     if user_id := session.get("user_id"):
-        return identity.load_principal(user_id)
+        return sessions.resolve_session(session.get("sid", ""), session.get("nonce", ""), user_id)
     raise Unauthorized("Authentication required: send 'Authorization: Bearer <token>'.")
 
 
@@ -41,3 +41,21 @@ def current_principal_or_none() -> Principal | None:
         return current_principal()
     except Unauthorized:
         return None
+
+
+def log_in(email: str, password: str) -> Principal:
+    """Check the password and start a server-side session carried by the signed cookie."""
+    principal = identity.authenticate_password(email, password)
+    session_id, nonce = sessions.open_session(principal.user_id)
+    session.clear()  # a fresh cookie for every login (no session fixation)
+    session.permanent = True  # expires with the server-side session (PERMANENT_SESSION_LIFETIME)
+    session.update(user_id=principal.user_id, sid=str(session_id), nonce=nonce)
+    g.principal = principal
+    return principal
+
+
+def log_out() -> None:
+    """End the cookie's session on the server and clear the cookie. Idempotent."""
+    if sid := session.get("sid"):
+        sessions.close_session(sid)
+    session.clear()

@@ -105,6 +105,8 @@ class Settings:
     data_views_file: Path = ROOT / "shared" / "data_views.toml"
     data_row_cap: int = 100
     data_statement_timeout: float = 5.0
+    session_lifetime: int = 12 * 3600  # seconds a chats-dialect login stays valid (shared/services/sessions.py)
+    rate_limit_login: str = "10/minute"  # login attempts per email address
     extra: dict = field(default_factory=dict)
 
     @property
@@ -169,6 +171,8 @@ def load() -> Settings:
         data_views_file=Path(os.environ.get("DATA_VIEWS_FILE") or ROOT / "shared" / "data_views.toml"),
         data_row_cap=_int("DATA_ROW_CAP", 100),
         data_statement_timeout=_float("DATA_STATEMENT_TIMEOUT", 5.0),
+        session_lifetime=_int("SESSION_LIFETIME", 12 * 3600),
+        rate_limit_login=os.environ.get("RATE_LIMIT_LOGIN", "10/minute"),
     )
 
 

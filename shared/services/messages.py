@@ -6,7 +6,7 @@ import hashlib
 import json
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select, update
@@ -23,6 +23,7 @@ from shared.services.threads import check_model, check_workflow, owned_thread
 
 MAX_CONTENT = 5000
 FINISHED = ("completed", "failed", "cancelled")
+CREATED_AT_STEP = timedelta(microseconds=1)
 
 
 @dataclass
@@ -65,8 +66,13 @@ def post_user_message(
     client_message_id: str | None = None,
     model_id: str | None = None,
     workflow_id: uuid.UUID | None = None,
+    message_id: uuid.UUID | None = None,
 ) -> Exchange:
-    """Store the message and its pending answer, then hand the run to the workers."""
+    """Store the message and its pending answer, then hand the run to the workers.
+
+    ``message_id`` is a caller-chosen id for the user message (v1-threads); pass it as
+    ``client_message_id`` too when it should make the post idempotent.
+    """
     principal.require(permissions.MESSAGES_CREATE)
     if not content or not content.strip():
         raise ValidationFailed("Content is required.", fields={"content": ["Content must not be empty."]})
@@ -87,15 +93,17 @@ def post_user_message(
             seq = session.execute(
                 update(Thread).where(Thread.id == thread.id).values(**values).returning(Thread.last_seq)
             ).scalar_one()
+            now = next_created_at(session, thread.id)  # the thread row is locked now: strictly increasing
+            answer_at = now + CREATED_AT_STEP
             chosen_model = model_id or (workflow.model_id if workflow else None) or thread.model_id
             request = Message(
-                thread_id=thread.id, seq=seq - 1, role="user", content=content, context=context,
-                context_key=context_key, client_message_id=client_message_id, request_hash=fingerprint,
-                status="completed", created_at=now, updated_at=now,
+                **({"id": message_id} if message_id else {}), thread_id=thread.id, seq=seq - 1, role="user",
+                content=content, context=context, context_key=context_key, client_message_id=client_message_id,
+                request_hash=fingerprint, status="completed", created_at=now, updated_at=now,
             )
             response = Message(
                 thread_id=thread.id, seq=seq, role="assistant", content="", context_key=context_key,
-                status="queued", model_id=chosen_model, created_at=now, updated_at=now,
+                status="queued", model_id=chosen_model, created_at=answer_at, updated_at=answer_at,
             )
             session.add_all([request, response])
             session.flush()
@@ -112,8 +120,8 @@ def post_user_message(
         with transaction() as session:  # a concurrent retry with the same key won the race
             thread = owned_thread(session, principal, thread_ref)
             replay = _replay(session, thread.id, client_message_id, fingerprint)
-            if replay is None:
-                raise
+            if replay is None:  # the id is taken elsewhere (another thread): not this request's to reuse
+                raise Conflict("This message id is already in use.") from None
             return replay
     enqueue_run(exchange.run_id)
     return exchange
@@ -185,3 +193,92 @@ def list_messages(
         messages = list(session.scalars(select(Message).where(*where).order_by(order).limit(limit).offset(offset)))
         steps = steps_by_message(session, [m.id for m in messages if m.role == "assistant"]) if with_steps else {}
         return messages, total, steps
+
+
+# -- direct messages and run details (v1-threads) --------------------------------------------------
+
+MAX_DIRECT_CONTENT = 50_000
+
+
+def next_created_at(session: Session, thread_id: int) -> datetime:
+    """A creation time later than every message of the thread; call it with the thread row locked.
+
+    The two messages of an exchange are written in one transaction and API hosts' clocks differ:
+    without this, messages could share a ``created_at`` (or go back in time) and a ``before`` cursor
+    would skip some of them. With it, ``created_at`` order is ``seq`` order and every value is unique.
+    """
+    now = utcnow()
+    last = session.scalar(select(func.max(Message.created_at)).where(Message.thread_id == thread_id))
+    return max(now, last + CREATED_AT_STEP) if last is not None else now
+
+
+def create_message(
+    principal: Principal,
+    thread_ref: int | uuid.UUID,
+    *,
+    role: str,
+    content: str,
+    citations: list[dict[str, Any]] | None = None,
+    references: list[Any] | None = None,
+    is_error: bool = False,
+    details: dict[str, Any] | None = None,
+    message_id: uuid.UUID | None = None,
+) -> tuple[Message, bool]:
+    """Store a finished message without asking the AI (history imports, system notes, outside agents).
+
+    Returns (message, created). ``message_id`` makes it idempotent: the same id with the same body
+    returns the stored message with created=False; the id with another body, or in another thread,
+    is a Conflict.
+    """
+    principal.require(permissions.MESSAGES_CREATE)
+    if role not in ("user", "assistant", "system"):
+        raise ValidationFailed("Unknown role.", fields={"role": ["One of user, assistant, system."]})
+    if len(content) > MAX_DIRECT_CONTENT:
+        raise ValidationFailed("Content is too long.", fields={"content": [f"At most {MAX_DIRECT_CONTENT} characters."]})
+    fingerprint = _request_hash(kind="direct", role=role, content=content, citations=citations or [],
+                                references=references or [], is_error=is_error, details=details)
+
+    def stored(session: Session, thread: Thread) -> Message | None:
+        found = session.get(Message, message_id)
+        if found is not None and (found.thread_id != thread.id or found.request_hash != fingerprint):
+            raise Conflict("This message_id is already used by a different message.")
+        return found
+
+    try:
+        with transaction() as session:
+            thread = owned_thread(session, principal, thread_ref)
+            if message_id and (found := stored(session, thread)):
+                return found, False
+            seq = session.execute(
+                update(Thread).where(Thread.id == thread.id)
+                .values(last_seq=Thread.last_seq + 1, updated_at=utcnow()).returning(Thread.last_seq)
+            ).scalar_one()
+            now = next_created_at(session, thread.id)
+            message = Message(
+                id=message_id or uuid.uuid4(), thread_id=thread.id, seq=seq, role=role, content=content,
+                citations=citations or [], references=references or [], details=details, is_error=is_error,
+                status="completed", client_message_id=str(message_id) if message_id else None,
+                request_hash=fingerprint, created_at=now, updated_at=now,
+            )
+            session.add(message)
+        return message, True
+    except IntegrityError:
+        if message_id is None:
+            raise
+        with transaction() as session:  # a concurrent request with the same id won the race
+            found = stored(session, owned_thread(session, principal, thread_ref))
+            if found is None:
+                raise Conflict("This message_id is already in use.") from None
+            return found, False
+
+
+def run_details(messages: list[Message]) -> dict[uuid.UUID, tuple[Run, list[RunStep]]]:
+    """The run behind each assistant message a run produced, with its steps (every attempt's)."""
+    ids = [m.id for m in messages if m.role == "assistant"]
+    if not ids:
+        return {}
+    thread_ids = {m.thread_id for m in messages}
+    with transaction() as session:
+        runs = session.scalars(select(Run).where(Run.response_message_id.in_(ids), Run.thread_id.in_(thread_ids)))
+        steps = steps_by_message(session, ids)
+        return {run.response_message_id: (run, steps.get(run.response_message_id, [])) for run in runs}

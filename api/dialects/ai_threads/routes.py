@@ -12,6 +12,7 @@ from api.errors import Problem
 from api.extensions import limiter, user_key
 from api.waiting import idempotency_key, requested_wait
 from api.dialects.ai_threads import schemas
+from api.dialects.common import document_errors
 from shared.config import settings
 from shared.models import Message, RunStep, Thread
 from shared.services import messages as message_service
@@ -34,8 +35,17 @@ def adapt_error(problem: Problem) -> Problem:
     return problem
 
 
+_E = schemas.AiThreadsError
+ERRORS = {401: (_E, "Missing or invalid token"), 403: (_E, "Missing permission, or another user's thread"),
+          404: (_E, "No such thread or message"), 422: (_E, "Invalid request: errors names each bad field"),
+          "default": (_E, "Any other error")}
+WRITE_ERRORS = {**ERRORS, 409: (_E, "Idempotency-Key reused with a different body"),
+                429: (_E, "Too many messages (see Retry-After)")}
+
+
 def present_thread(thread: Thread) -> dict:
-    return dict(id=thread.id, title=thread.title, model_id=thread.model_id, context=thread.context,
+    return dict(id=thread.id, uuid=thread.public_id, title=thread.title, model_id=thread.model_id,
+                context=thread.context,
                 user_id=thread.user_id, flagged=thread.flagged_at is not None,
                 created_at=thread.created_at, updated_at=thread.updated_at)
 
@@ -66,6 +76,7 @@ def page_meta(page: int, per_page: int, total: int) -> dict:
 @blp.route("", methods=["POST"])
 @blp.arguments(schemas.ThreadCreate)
 @blp.response(201, schemas.ThreadResource)
+@document_errors(blp, ERRORS)
 def create_thread(body):
     """Create a thread (permission ai_threads.create)."""
     thread = thread_service.create_thread(
@@ -78,6 +89,7 @@ def create_thread(body):
 @blp.route("", methods=["GET"])
 @blp.arguments(schemas.Pagination, location="query")
 @blp.response(200, schemas.ThreadList)
+@document_errors(blp, ERRORS)
 def list_threads(query):
     """The caller's threads, newest first (permission ai_threads.read)."""
     page, per_page = query["page"], query["per_page"]
@@ -87,6 +99,7 @@ def list_threads(query):
 
 @blp.route("/<int:thread_id>", methods=["GET"])
 @blp.response(200, schemas.ThreadResource)
+@document_errors(blp, ERRORS)
 def get_thread(thread_id: int):
     """One thread (permission ai_threads.read)."""
     return present_thread(thread_service.get_thread(current_principal(), thread_id))
@@ -94,6 +107,7 @@ def get_thread(thread_id: int):
 
 @blp.route("/<int:thread_id>", methods=["DELETE"])
 @blp.response(204)
+@document_errors(blp, ERRORS)
 def delete_thread(thread_id: int):
     """Delete a thread with its messages (permission ai_threads.delete)."""
     thread_service.delete_thread(current_principal(), thread_id)
@@ -105,6 +119,7 @@ def delete_thread(thread_id: int):
 @blp.arguments(schemas.MessageCreate)
 @blp.arguments(schemas.WaitQuery, location="query")
 @blp.response(201, schemas.MessagePair)
+@document_errors(blp, WRITE_ERRORS)
 def post_message(body, _query, thread_id: int):
     """Post a user message; answers 201 with the created message and the AI's response message.
 
@@ -135,6 +150,7 @@ def post_message(body, _query, thread_id: int):
 @blp.route("/<int:thread_id>/messages", methods=["GET"])
 @blp.arguments(schemas.Pagination, location="query")
 @blp.response(200, schemas.MessageList)
+@document_errors(blp, ERRORS)
 def list_messages(query, thread_id: int):
     """The thread's messages in conversation order (permission ai_thread_messages.read)."""
     page, per_page = query["page"], query["per_page"]
@@ -146,6 +162,7 @@ def list_messages(query, thread_id: int):
 
 @blp.route("/<int:thread_id>/messages/<uuid:message_id>", methods=["GET"])
 @blp.response(200, schemas.MessageResource)
+@document_errors(blp, ERRORS)
 def get_message(thread_id: int, message_id: uuid.UUID):
     """One message; poll this until ``status`` is completed or failed."""
     message, steps = message_service.get_message(current_principal(), thread_id, message_id)

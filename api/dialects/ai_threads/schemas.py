@@ -3,14 +3,15 @@ from __future__ import annotations
 
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
+from api.dialects.common import safe_json, safe_text
 from shared.services.messages import MAX_CONTENT
 
 
 class ThreadCreate(Schema):
-    title = fields.String(load_default="", validate=validate.Length(max=200))
-    model_id = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=100))
+    title = fields.String(load_default="", validate=[validate.Length(max=200), safe_text])
+    model_id = fields.String(load_default=None, allow_none=True, validate=[validate.Length(max=100), safe_text])
     workflow_id = fields.UUID(load_default=None, allow_none=True, metadata={"description": "Run with this workflow."})
-    context = fields.Dict(load_default=None, allow_none=True)
+    context = fields.Dict(load_default=None, allow_none=True, validate=safe_json)
 
 
 class Pagination(Schema):
@@ -19,10 +20,10 @@ class Pagination(Schema):
 
 
 class MessageCreate(Schema):
-    content = fields.String(required=True, validate=validate.Length(min=1, max=MAX_CONTENT))
-    context = fields.Dict(load_default=None, allow_none=True, metadata={"description": "Client context, e.g. page and form fields."})
-    state = fields.Dict(load_default=None, allow_none=True, metadata={"description": "The same as context (seed 001 name)."})
-    model_id = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=100))
+    content = fields.String(required=True, validate=[validate.Length(min=1, max=MAX_CONTENT), safe_text])
+    context = fields.Dict(load_default=None, allow_none=True, validate=safe_json, metadata={"description": "Client context, e.g. page and form fields."})
+    state = fields.Dict(load_default=None, allow_none=True, validate=safe_json, metadata={"description": "The same as context (seed 001 name)."})
+    model_id = fields.String(load_default=None, allow_none=True, validate=[validate.Length(max=100), safe_text])
     workflow_id = fields.UUID(load_default=None, allow_none=True, metadata={"description": "Run with this workflow (default: the thread's)."})
 
     @validates_schema
@@ -84,6 +85,7 @@ class MessagePair(Schema):
 
 class ThreadResource(Schema):
     id = fields.Integer()
+    uuid = fields.UUID(metadata={"description": "The same thread's id in the chats and v1-threads dialects."})
     title = fields.String()
     model_id = fields.String(allow_none=True)
     context = fields.Dict(allow_none=True)
@@ -110,7 +112,7 @@ class MessageList(Schema):
     meta = fields.Nested(PageMeta)
 
 
-class Error(Schema):
+class AiThreadsError(Schema):
     message = fields.String()
     code = fields.String()
     errors = fields.Dict(keys=fields.String(), values=fields.List(fields.String()))

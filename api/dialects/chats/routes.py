@@ -1,0 +1,182 @@
+"""HTTP ↔ shared.services for the chats dialect (seeds 002, 003): /api/chats with UUID chat ids, cookie
+sessions from /api/auth/login (bearer tokens work too), NestJS-style errors, every status a 400 when
+the input is wrong."""
+from __future__ import annotations
+
+import uuid
+from http import HTTPStatus
+
+from flask import request, url_for
+from flask_smorest import Blueprint
+
+from api import auth
+from api.dialects.chats import schemas
+from api.dialects.common import document_errors, poll_headers
+from api.errors import Problem
+from api.extensions import limiter, user_key
+from api.waiting import idempotency_key, requested_wait
+from shared.config import settings
+from shared.errors import Forbidden
+from shared.models import Message, Thread
+from shared.services import messages as message_service
+from shared.services import threads as thread_service
+
+auth_blp = Blueprint("chats_auth", __name__, url_prefix="/api/auth",
+                     description="Cookie sessions for the chats dialect (seeds 002, 003).")
+blp = Blueprint("chats", __name__, url_prefix="/api/chats", description="chats dialect (seeds 002, 003)")
+
+E = schemas.ChatsError
+BAD_REQUEST = {400: (E, "Invalid request body or parameters")}
+UNAUTHORIZED = {401: (E, "Invalid or missing session")}
+FORBIDDEN = {403: (E, "Another user's chat, userId not yours, or a missing permission")}
+NOT_FOUND = {404: (E, "Chat (or message) does not exist; a chatId that is not a UUID names no chat")}
+CONFLICT = {409: (E, "Idempotency-Key reused with a different body")}
+RATE_LIMITED = {429: (E, "Too many requests (see Retry-After)")}
+DEFAULT = {"default": (E, "Any other error, same format")}
+READ_ERRORS = {**BAD_REQUEST, **UNAUTHORIZED, **FORBIDDEN, **NOT_FOUND, **DEFAULT}
+
+
+def render_error(problem: Problem) -> dict:
+    body = {"statusCode": problem.status, "error": HTTPStatus(problem.status).phrase, "message": problem.message}
+    if problem.fields:
+        body["details"] = problem.fields
+    return body
+
+
+def adapt_error(problem: Problem) -> Problem:
+    """The seed documents 400 for every invalid body or parameter (unknown modelId included)."""
+    if problem.status == 422:
+        problem.status = 400
+    return problem
+
+
+@blp.before_request
+def require_caller():
+    """Every chats route needs a session or a token: 401 before the body is even looked at."""
+    auth.current_principal()
+
+
+def present_chat(thread: Thread) -> dict:
+    return dict(id=thread.public_id, title=thread.title, modelId=thread.model_id, workflowId=thread.workflow_id,
+                userId=thread.user_id, createdAt=thread.created_at, updatedAt=thread.updated_at)
+
+
+def present_message(message: Message, chat_id: uuid.UUID) -> dict:
+    return dict(id=message.id, chatId=chat_id, role=message.role, content=message.content,
+                createdAt=message.created_at, status=message.status)
+
+
+def login_key() -> str:
+    body = request.get_json(silent=True)
+    email = body.get("email") if isinstance(body, dict) else None
+    return f"login:{email.strip().lower()[:320]}" if isinstance(email, str) else f"login-ip:{request.remote_addr}"
+
+
+@auth_blp.route("/login", methods=["POST"])
+@limiter.limit(lambda: settings.rate_limit_login, key_func=login_key)
+@auth_blp.arguments(schemas.LoginRequest, error_status_code=400)
+@auth_blp.response(200, schemas.UserEnvelope)
+@auth_blp.doc(security=[])
+@document_errors(auth_blp, {400: (E, "Invalid request body"), 401: (E, "Wrong email or password"),
+                            429: (E, "Too many login attempts for this email (see Retry-After)"), **DEFAULT})
+def login(body):
+    """Log in with email and password.
+
+    Sets an HTTP-only, SameSite=Lax session cookie (Secure in production) that authenticates the chats
+    routes: ``curl -c cookies.txt`` here, then ``curl -b cookies.txt`` for the chats calls.
+    """
+    principal = auth.log_in(body["email"], body["password"])
+    return {"data": {"id": principal.user_id, "email": body["email"].strip().lower(), "tenantId": principal.tenant_id}}
+
+
+@auth_blp.route("/logout", methods=["POST"])
+@auth_blp.response(204)
+@auth_blp.doc(security=[])
+@document_errors(auth_blp, DEFAULT)
+def logout():
+    """End the session on the server and clear the cookie (always 204, also without a session)."""
+    auth.log_out()
+    return ""
+
+
+@blp.route("", methods=["POST"])
+@blp.arguments(schemas.ChatCreate, error_status_code=400)
+@blp.response(201, schemas.ChatEnvelope)
+@document_errors(blp, {**BAD_REQUEST, **UNAUTHORIZED, **FORBIDDEN, **DEFAULT})
+def create_chat(body):
+    """Create a chat (permission ai_threads.create)."""
+    thread = thread_service.create_thread(auth.current_principal(), title=body["title"], model_id=body["modelId"],
+                                          workflow_id=body["workflowId"])
+    return {"data": present_chat(thread)}
+
+
+@blp.route("", methods=["GET"])
+@blp.arguments(schemas.ChatsPage, location="query", error_status_code=400)
+@blp.response(200, schemas.ChatList)
+@document_errors(blp, {**BAD_REQUEST, **UNAUTHORIZED, **FORBIDDEN, **DEFAULT})
+def list_chats(query):
+    """The caller's chats, newest first (permission ai_threads.read)."""
+    threads, total = thread_service.list_threads(auth.current_principal(), limit=query["limit"], offset=query["offset"])
+    return {"data": [present_chat(t) for t in threads], "meta": {"total": total, **query}}
+
+
+@blp.route("/<uuid:chatId>", methods=["GET"])
+@blp.response(200, schemas.ChatEnvelope)
+@document_errors(blp, READ_ERRORS)
+def get_chat(chatId: uuid.UUID):  # noqa: N803 - the seed's parameter name
+    """One chat (permission ai_threads.read)."""
+    return {"data": present_chat(thread_service.get_thread(auth.current_principal(), chatId))}
+
+
+@blp.route("/<uuid:chatId>/messages", methods=["POST"])
+@limiter.limit(lambda: settings.rate_limit_messages, key_func=user_key)
+@blp.arguments(schemas.ChatMessageCreate, error_status_code=400)
+@blp.response(201, schemas.PostedEnvelope,
+              headers={"Location": {"description": "Poll URL of the response, when it is not finished yet",
+                                    "schema": {"type": "string"}},
+                       "Retry-After": {"description": "Seconds before polling", "schema": {"type": "string"}}})
+@document_errors(blp, {**READ_ERRORS, **CONFLICT, **RATE_LIMITED})
+def post_message(body, chatId: uuid.UUID):  # noqa: N803
+    """Create Message: post a user message; the AI assistant answers it (seed 002).
+
+    Waits for the answer up to ``Prefer: wait=N`` seconds (or ``?wait=N``; default and maximum from
+    the server's settings). A finished answer comes back in ``response``; otherwise ``response.status``
+    is ``queued`` or ``in_progress`` and the ``Location`` header is the URL to poll. Resending with the
+    same ``Idempotency-Key`` header returns the same two messages and never starts a second answer.
+    """
+    principal = auth.current_principal()
+    if body["userId"] != principal.user_id:
+        raise Forbidden("userId must be the logged-in user.", fields={"userId": ["Not the logged-in user."]})
+    wait = requested_wait()
+    exchange = message_service.post_user_message(
+        principal, chatId, content=body["content"], model_id=body["modelId"], workflow_id=body["workflowId"],
+        client_message_id=idempotency_key(),
+    )
+    exchange = message_service.await_response(exchange, wait)
+    data = present_message(exchange.request, chatId)
+    data["response"] = present_message(exchange.response, chatId)
+    headers = {}
+    if not exchange.response.finished:
+        headers = poll_headers(url_for("chats.get_message", chatId=chatId, messageId=exchange.response.id))
+    return {"data": data}, 201, headers
+
+
+@blp.route("/<uuid:chatId>/messages", methods=["GET"])
+@blp.arguments(schemas.ChatsPage, location="query", error_status_code=400)
+@blp.response(200, schemas.ChatMessageList)
+@document_errors(blp, READ_ERRORS)
+def list_messages(query, chatId: uuid.UUID):  # noqa: N803
+    """The chat's messages in conversation order (permission ai_thread_messages.read)."""
+    items, total, _ = message_service.list_messages(
+        auth.current_principal(), chatId, limit=query["limit"], offset=query["offset"], with_steps=False
+    )
+    return {"data": [present_message(m, chatId) for m in items], "meta": {"total": total, **query}}
+
+
+@blp.route("/<uuid:chatId>/messages/<uuid:messageId>", methods=["GET"])
+@blp.response(200, schemas.ChatMessageEnvelope)
+@document_errors(blp, READ_ERRORS)
+def get_message(chatId: uuid.UUID, messageId: uuid.UUID):  # noqa: N803
+    """One message; poll an answer here until its ``status`` is completed or failed."""
+    message, _ = message_service.get_message(auth.current_principal(), chatId, messageId)
+    return {"data": present_message(message, chatId)}

@@ -1,0 +1,280 @@
+"""HTTP ↔ shared.services for the v1-threads dialect (seed 004): /v1/threads with UUID ids, messages
+created directly or answered by the AI, newest-first pages with a keyset cursor, FastAPI-style errors.
+
+Derived fields (documented in docs/api.md): ``path_part_id`` is the message id, ``parent_path_id`` the
+thread id, ``path`` is ``/threads/{thread_id}/messages/{sequence_number}``; roles are upper case.
+"""
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from flask import url_for
+from flask_smorest import Blueprint
+from werkzeug.exceptions import HTTPException
+
+from api import errors
+from api.auth import current_principal
+from api.dialects.common import document_errors, iso, poll_headers
+from api.dialects.v1_threads import schemas
+from api.errors import Problem
+from api.extensions import limiter, request_state, user_key
+from api.waiting import idempotency_key, requested_wait
+from shared.config import settings
+from shared.models import Message, Run, RunStep, Thread
+from shared.services import citations as citation_service
+from shared.services import messages as message_service
+from shared.services import threads as thread_service
+
+blp = Blueprint("v1_threads", __name__, url_prefix="/v1/threads", description="v1-threads dialect (seed 004)")
+
+# -- errors: {"detail": [{"loc", "msg", "type"}]} for 422, {"detail": "..."} otherwise ------------------
+
+LOCATIONS = {"json": "body", "query": "query", "querystring": "query", "view_args": "path", "path": "path",
+             "headers": "header"}
+QUERY_FIELDS = {"wait", "limit", "offset", "before", "with_details"}
+HEADER_FIELDS = {"Prefer", "Idempotency-Key"}
+RENAMED = {"modelId": "model_id", "workflowId": "workflow_id"}
+TYPES = {"Missing data for required field.": "missing", "Unknown field.": "extra_forbidden",
+         "Field may not be null.": "none_forbidden", "Not a valid UUID.": "uuid_parsing",
+         "Not a valid integer.": "int_parsing", "Not a valid string.": "string_type",
+         "Not a valid boolean.": "bool_parsing", "Invalid input type.": "type_error",
+         "Invalid JSON body.": "json_invalid"}
+
+
+def _item(loc: list, msg: str) -> dict:
+    return {"loc": loc, "msg": msg, "type": TYPES.get(msg, "value_error")}
+
+
+def _from_webargs(messages: Any) -> list[dict]:
+    """webargs errors ({"json": {"content": {"text": [...]}}}) → FastAPI's detail list."""
+    items: list[dict] = []
+
+    def walk(loc: list, value: Any) -> None:
+        if isinstance(value, dict):
+            for key, sub in value.items():
+                walk(loc if key == "_schema" else [*loc, key if isinstance(key, int) else str(key)], sub)
+        elif isinstance(value, list) and all(isinstance(v, str) for v in value):
+            items.extend(_item(loc, message) for message in value)
+        else:
+            items.append(_item(loc, str(value)))
+
+    if isinstance(messages, dict):
+        for location, value in messages.items():
+            walk([LOCATIONS.get(location, str(location))], value)
+    else:
+        walk(["body"], messages)
+    return items
+
+
+def _from_fields(fields: dict[str, list[str]]) -> list[dict]:
+    """Service errors name a field (``model_id``, ``wait``, ``Idempotency-Key``): place it."""
+    items = []
+    for name, messages in fields.items():
+        name = RENAMED.get(name, name)
+        where = "query" if name in QUERY_FIELDS else "header" if name in HEADER_FIELDS else "body"
+        loc = [where] if name == "body" else [where, *name.split(".")]
+        items.extend(_item(loc, message) for message in messages)
+    return items
+
+
+@blp.errorhandler(400)
+@blp.errorhandler(422)
+def _validation_error(exc: HTTPException):
+    """Keep webargs' locations (body, query, path) for the renderer before they are flattened."""
+    data = getattr(exc, "data", None) or {}
+    if "messages" in data:
+        request_state()["v1_validation"] = _from_webargs(data["messages"])
+    return errors.respond(exc)
+
+
+def render_error(problem: Problem) -> dict:
+    if problem.status == 422:
+        detail = request_state().pop("v1_validation", None) or _from_fields(problem.fields)
+        return {"detail": detail or [_item(["body"], problem.message)]}
+    return {"detail": problem.message}
+
+
+def adapt_error(problem: Problem) -> Problem:
+    """FastAPI answers every invalid request, malformed JSON included, with 422."""
+    if problem.status == 400:
+        problem.status = 422
+    return problem
+
+
+E, V = schemas.HTTPError, schemas.HTTPValidationError
+ERRORS = {401: (E, "Missing or invalid token"), 403: (E, "Missing permission, or another user's thread"),
+          404: (E, "No such thread (or message) for you; another tenant's thread does not exist for you"),
+          422: (V, "Validation error: where (loc), what (msg) and which kind (type)"),
+          "default": (E, "Any other error")}
+WRITE_ERRORS = {**ERRORS, 409: (E, "message_id or Idempotency-Key already used with a different body"),
+                429: (E, "Too many requests (see Retry-After)")}
+
+# -- presenting ------------------------------------------------------------------------------------------
+
+
+def present_thread(thread: Thread) -> dict:
+    return dict(id=thread.public_id, tenant_id=thread.tenant_id, user_id=thread.user_id, title=thread.title,
+                model_id=thread.model_id, workflow_id=thread.workflow_id, created_at=thread.created_at,
+                updated_at=thread.updated_at)
+
+
+def present_run(run: Run, steps: list[RunStep]) -> dict:
+    """A run-produced message's ``details``: the run and each model and tool call it made."""
+    return {
+        "run_id": str(run.id), "status": run.status, "attempts": run.attempts, "model_id": run.model_id,
+        "usage": run.usage,
+        "steps": [dict(attempt=s.attempt, index=s.index, kind=s.kind, name=s.name, arguments=s.arguments,
+                       output=s.output, status=s.status, usage=s.usage, started_at=iso(s.started_at, "microseconds"),
+                       finished_at=iso(s.finished_at, "microseconds")) for s in steps],
+    }
+
+
+def present_messages(items: list[Message], thread_id: uuid.UUID, tenant_id: uuid.UUID, with_details: bool) -> list[dict]:
+    runs = message_service.run_details(items) if with_details else {}
+    cited = citation_service.enrich(tenant_id, [m.citations for m in items])
+    out = []
+    for message, citations in zip(items, cited):
+        details = None
+        if with_details:
+            details = present_run(*runs[message.id]) if message.id in runs else message.details
+        out.append(dict(
+            id=message.id, thread_id=thread_id, path_part_id=message.id, sequence_number=message.seq,
+            role=message.role.upper(),
+            content=dict(text=message.content, is_error=message.is_error, citations=citations,
+                         references=message.references or []),
+            details=details, parent_path_id=thread_id, path=f"/threads/{thread_id}/messages/{message.seq}",
+            tenant_id=tenant_id, created_at=message.created_at, updated_at=message.updated_at, status=message.status,
+        ))
+    return out
+
+
+# -- threads ---------------------------------------------------------------------------------------------
+
+
+@blp.route("", methods=["POST"])
+@blp.arguments(schemas.CreateThreadRequest)
+@blp.response(201, schemas.ThreadResponse)
+@document_errors(blp, ERRORS)
+def create_thread(body):
+    """Create a thread (permission ai_threads.create)."""
+    thread_service.check_model(body["model_id"], field="model_id")
+    thread = thread_service.create_thread(current_principal(), title=body["title"], model_id=body["model_id"],
+                                          workflow_id=body["workflow_id"])
+    return present_thread(thread)
+
+
+@blp.route("", methods=["GET"])
+@blp.arguments(schemas.ThreadListQuery, location="query")
+@blp.response(200, schemas.ThreadListResponse)
+@document_errors(blp, ERRORS)
+def list_threads(query):
+    """The caller's threads, newest first (permission ai_threads.read)."""
+    threads, _ = thread_service.list_threads(current_principal(), limit=query["limit"], offset=query["offset"])
+    return {"data": [present_thread(t) for t in threads]}
+
+
+@blp.route("/<thread_id>", methods=["GET"])
+@blp.arguments(schemas.ThreadPath, location="path")
+@blp.response(200, schemas.ThreadResponse)
+@document_errors(blp, ERRORS)
+def get_thread(path, **_raw):
+    """One thread (permission ai_threads.read)."""
+    return present_thread(thread_service.get_thread(current_principal(), path["thread_id"]))
+
+
+# -- messages --------------------------------------------------------------------------------------------
+
+
+@blp.route("/<thread_id>/messages", methods=["POST"])
+@blp.arguments(schemas.ThreadPath, location="path")
+@blp.arguments(schemas.CreateThreadMessageRequest)
+@blp.response(201, schemas.ThreadMessageResponse)
+@blp.alt_response(200, schema=schemas.ThreadMessageResponse, success=True,
+                  description="This message_id was already stored with the same body: the existing message")
+@document_errors(blp, WRITE_ERRORS)
+def create_message(path, body, **_raw):
+    """Create a message directly in a thread, without AI generation (permission ai_thread_messages.create).
+
+    For importing history, system notes or answers produced elsewhere. Use POST …/user_message to
+    have the AI answer. With ``message_id`` the call is idempotent: the same id and body again
+    answers 200 with the stored message; the same id with a different body is a 409.
+    """
+    principal, content = current_principal(), body["content"]
+    citations = [dict(chunk_id=str(c["chunk_id"]), quote=c["quote"], offset=c["offset"],
+                      length=len(c["quote"]) if c["length"] is None else c["length"]) for c in content["citations"]]
+    message, created = message_service.create_message(
+        principal, path["thread_id"], role=body["role"].lower(), content=content["text"], citations=citations,
+        references=content["references"], is_error=content["is_error"], details=body["details"],
+        message_id=body["message_id"],
+    )
+    [presented] = present_messages([message], path["thread_id"], principal.tenant_id, with_details=True)
+    return presented, 201 if created else 200
+
+
+@blp.route("/<thread_id>/user_message", methods=["POST"])
+@limiter.limit(lambda: settings.rate_limit_messages, key_func=user_key)
+@blp.arguments(schemas.ThreadPath, location="path")
+@blp.arguments(schemas.UserMessageRequest)
+@blp.arguments(schemas.V1WaitQuery, location="query")
+@blp.response(201, schemas.UserMessageResponse,
+              headers={"Location": {"description": "Poll URL of the assistant message while it is not finished",
+                                    "schema": {"type": "string"}},
+                       "Retry-After": {"description": "Seconds before polling", "schema": {"type": "string"}}})
+@blp.alt_response(200, schema=schemas.UserMessageResponse, success=True,
+                  description="A retry (same message_id or Idempotency-Key and body): the existing exchange")
+@document_errors(blp, WRITE_ERRORS)
+def post_user_message(path, body, _query, **_raw):
+    """Post a user message and have the AI answer it (permission ai_thread_messages.create).
+
+    Waits up to ``?wait=`` / ``Prefer: wait=`` seconds. A finished answer comes back in
+    ``assistant_message``; otherwise its ``status`` is queued or in_progress and ``Location`` is the
+    URL to poll. ``message_id`` (or the ``Idempotency-Key`` header) makes retries safe.
+    """
+    principal, thread_id = current_principal(), path["thread_id"]
+    thread_service.check_model(body["model_id"], field="model_id")
+    message_id = body["message_id"]
+    wait = requested_wait()
+    exchange = message_service.post_user_message(
+        principal, thread_id, content=body["content"]["text"], model_id=body["model_id"], message_id=message_id,
+        client_message_id=str(message_id) if message_id else idempotency_key(),
+    )
+    exchange = message_service.await_response(exchange, wait)
+    user, assistant = present_messages([exchange.request, exchange.response], thread_id, principal.tenant_id, True)
+    headers = {}
+    if not exchange.response.finished:
+        headers = poll_headers(url_for("v1_threads.get_message", thread_id=thread_id, message_id=exchange.response.id))
+    return {"user_message": user, "assistant_message": assistant}, 200 if exchange.replayed else 201, headers
+
+
+@blp.route("/<thread_id>/messages", methods=["GET"])
+@blp.arguments(schemas.ThreadPath, location="path")
+@blp.arguments(schemas.ThreadMessagesQuery, location="query")
+@blp.response(200, schemas.ThreadMessageList)
+@document_errors(blp, ERRORS)
+def list_messages(path, query, **_raw):
+    """The thread's messages, newest first (permission ai_thread_messages.read).
+
+    Page with ``limit``/``offset``, or walk back with ``before`` = the last ``created_at`` you got:
+    every message has its own ``created_at``, so the cursor neither repeats nor skips a message,
+    also while new ones arrive.
+    """
+    principal = current_principal()
+    items, _, _ = message_service.list_messages(
+        principal, path["thread_id"], limit=query["limit"], offset=query["offset"], before=query["before"],
+        newest_first=True, with_steps=False,
+    )
+    return {"data": present_messages(items, path["thread_id"], principal.tenant_id, query["with_details"])}
+
+
+@blp.route("/<thread_id>/messages/<message_id>", methods=["GET"])
+@blp.arguments(schemas.MessagePath, location="path")
+@blp.arguments(schemas.DetailsQuery, location="query")
+@blp.response(200, schemas.ThreadMessageResponse)
+@document_errors(blp, ERRORS)
+def get_message(path, query, **_raw):
+    """One message (permission ai_thread_messages.read); poll an answer here until it is finished."""
+    principal = current_principal()
+    message, _ = message_service.get_message(principal, path["thread_id"], path["message_id"])
+    [presented] = present_messages([message], path["thread_id"], principal.tenant_id, query["with_details"])
+    return presented
