@@ -82,3 +82,16 @@ def test_title_and_normalisation():
     assert normalize("\ufeffa\r\nb\rc") == "a\nb\nc"
     assert content_hash("a\r\nb") == content_hash("a\nb") != content_hash("a\nc")
     assert chunk_text("# T #\n\ntext")[0].heading == "T"  # closing hashes are not part of the title
+
+
+def test_the_citation_example_in_the_docs_is_true():
+    """docs/knowledge-base.md shows a citation of its own Versions section: its offset must be right."""
+    import json
+
+    from shared.config import ROOT
+
+    text = (ROOT / "docs" / "knowledge-base.md").read_text()
+    example = json.loads(re.search(r"```json\n(\{\n  \"chunk_id\".*?\})\n```", text, re.S).group(1))
+    [versions] = [c for c in chunk_text(text) if c.heading == "The knowledge base > Versions"]
+    assert versions.content[example["offset"]:example["offset"] + example["length"]] == example["quote"]
+    assert title_of(text) == example["document_name"] and example["path"] == "knowledge-base.md"
