@@ -33,7 +33,7 @@ def make_engine(url: str) -> Engine:
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     return create_engine(url, pool_size=settings.db_pool_size, max_overflow=settings.db_max_overflow,
-                         pool_pre_ping=True, pool_timeout=10)
+                         pool_pre_ping=True, pool_timeout=settings.db_pool_timeout)
 
 
 def engine() -> Engine:

@@ -17,7 +17,7 @@ from shared.config import settings
 
 log = logging.getLogger(__name__)
 
-SAFETY_RECHECK = 2.0
+SAFETY_RECHECK = 5.0  # seconds between a waiter's own re-reads, in case a wake-up was lost
 
 _client = None
 _client_lock = threading.Lock()

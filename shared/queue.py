@@ -28,8 +28,10 @@ def celery_config() -> dict:
     if settings.broker_url.startswith("filesystem"):
         folder = settings.broker_dir / "queue"
         folder.mkdir(parents=True, exist_ok=True)
+        control = settings.broker_dir / "control"
+        control.mkdir(parents=True, exist_ok=True)
         transport.update(data_folder_in=str(folder), data_folder_out=str(folder), store_processed=False,
-                         polling_interval=0.05)
+                         polling_interval=0.05, control_folder=str(control))
     else:
         transport.update(socket_connect_timeout=2, socket_timeout=5)
     return dict(
