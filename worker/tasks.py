@@ -7,6 +7,9 @@ import socket
 import threading
 import uuid
 
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+
 from shared import notify
 from shared.config import settings
 from shared.queue import EXECUTE_RUN, SWEEP, celery_app, enqueue_run
@@ -54,7 +57,10 @@ def _owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}:{uuid.uuid4().hex[:8]}"
 
 
-@app.task(name=EXECUTE_RUN, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+# A database blip (connection lost, pool exhausted) retries the task with backoff: claiming is idempotent
+# and the final write is lease-conditional, so a retry can never answer twice.
+@app.task(name=EXECUTE_RUN, acks_late=True, reject_on_worker_lost=True, ignore_result=True,
+          autoretry_for=(OperationalError, PoolTimeout), retry_backoff=1, retry_backoff_max=30, max_retries=8)
 def execute_run(run_id: str) -> str:
     job = runs.claim(uuid.UUID(run_id), _owner())
     if job is None:
