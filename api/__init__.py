@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, jsonify
+from flask import Flask
 
 from api import errors
 from api.extensions import api, limiter
@@ -62,10 +62,10 @@ def create_app(config: dict | None = None) -> Flask:
     errors.register("/api/auth/", chats.render_error, chats.routes.adapt_error)
     errors.register("/v1/", v1_threads.render_error, v1_threads.routes.adapt_error)
 
-    @app.get("/healthz")
-    @limiter.exempt
-    def healthz():
-        return jsonify(status="ok")
+    from api import hardening, health
+
+    health.install(app)  # /healthz (the process) and /readyz (its dependencies)
+    hardening.install(app)  # request guards for every dialect
 
     from api.cli import register_cli
 

@@ -12,7 +12,7 @@ from typing import Callable
 
 from flask import Flask, jsonify, request
 from flask_limiter.errors import RateLimitExceeded
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException
 
@@ -100,15 +100,25 @@ def to_problem(exc: Exception) -> Problem:
         fields = _flatten(data["messages"]) if "messages" in data else {}
         if status == 400 and fields.get("body") == ["Invalid JSON body."]:
             return Problem(400, "invalid_json", "The request body is not valid JSON.", fields)
+        if status == 413:
+            from flask import current_app
+
+            limit = current_app.config.get("MAX_CONTENT_LENGTH")
+            return Problem(413, "payload_too_large", f"The request body is too large (at most {limit} bytes).")
         message = "The request is invalid." if fields else (exc.description or exc.name)
         if fields:
             first = next(iter(fields.items()))
             message = f"{first[0]}: {first[1][0]}"
         return Problem(status, CODES.get(status, "error"), message, fields)
-    if isinstance(exc, (OperationalError, PoolTimeout)) or (isinstance(exc, DBAPIError) and exc.connection_invalidated):
+    if isinstance(exc, (OperationalError, InterfaceError, PoolTimeout)) or (
+        isinstance(exc, DBAPIError) and exc.connection_invalidated
+    ):
         log.error("database unavailable: %s", exc.__class__.__name__)
         return Problem(503, "unavailable", "The service is temporarily unavailable; please retry shortly.",
                        headers={"Retry-After": "5"})
+    if isinstance(exc, DataError):  # a value PostgreSQL refuses (out of range, bad encoding): the caller's input
+        log.warning("database refused a value: %s", str(exc.orig).splitlines()[0] if exc.orig else exc)
+        return Problem(422, "validation_failed", "A value in the request is out of range or not storable.")
     log.exception("unhandled error")
     return Problem(500, "internal_error", "An unexpected error occurred. It has been logged.")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -15,8 +16,9 @@ from sqlalchemy.orm import Session
 
 from shared import notify, permissions
 from shared.db import transaction
-from shared.errors import Conflict, NotFound, ValidationFailed
-from shared.models import Message, Run, RunStep, Thread, utcnow
+from shared.config import settings
+from shared.errors import Conflict, NotFound, RateLimited, ValidationFailed
+from shared.models import Message, Run, RunStep, Thread, User, utcnow
 from shared.permissions import Principal
 from shared.queue import enqueue_run
 from shared.services.threads import check_model, check_workflow, owned_thread
@@ -56,6 +58,34 @@ def _replay(session: Session, thread_id: int, client_message_id: str, request_ha
     return Exchange(request=request, response=response, run_id=run.id, replayed=True)
 
 
+# Set per request by the API (header ``If-Thread-Idle: true``, api/hardening.py) so every dialect
+# honours it: refuse with 409 instead of queueing behind the thread's active run.
+REQUIRE_IDLE: ContextVar[bool] = ContextVar("threadline_require_idle", default=False)
+ACTIVE_RUNS = ("queued", "in_progress")
+
+
+def _check_capacity(session: Session, principal: Principal, thread_id: int) -> None:
+    """Refuse a post the caller asked to be refused (busy thread) or that would let one user fill
+    the queue (more than MAX_ACTIVE_RUNS_PER_USER answers pending). Locking the user row serialises
+    one user's posts, so neither check can be raced past by concurrent requests."""
+    session.execute(select(User.id).where(User.id == principal.user_id).with_for_update())
+    if REQUIRE_IDLE.get() and session.scalar(
+        select(Run.id).where(Run.thread_id == thread_id, Run.status.in_(ACTIVE_RUNS)).limit(1)
+    ) is not None:
+        raise Conflict("The thread is still answering an earlier message; retry when it is idle "
+                       "(or send the message without If-Thread-Idle to queue it).", retry_after=1)
+    cap = settings.max_active_runs_per_user
+    if cap > 0:
+        active = session.scalar(
+            select(func.count()).select_from(Run).join(Thread, Thread.id == Run.thread_id)
+            .where(Thread.tenant_id == principal.tenant_id, Thread.user_id == principal.user_id,
+                   Run.status.in_(ACTIVE_RUNS))
+        ) or 0
+        if active >= cap:
+            raise RateLimited(f"You already have {active} answers in progress (the limit is {cap}); "
+                              "wait for some to finish before sending more.", retry_after=5)
+
+
 def post_user_message(
     principal: Principal,
     thread_ref: int | uuid.UUID,
@@ -85,6 +115,7 @@ def post_user_message(
             thread = owned_thread(session, principal, thread_ref)
             if client_message_id and (replay := _replay(session, thread.id, client_message_id, fingerprint)):
                 return replay
+            _check_capacity(session, principal, thread.id)
             workflow = check_workflow(session, principal, workflow_id or thread.workflow_id)
             now = utcnow()
             values: dict[str, Any] = {"last_seq": Thread.last_seq + 2, "updated_at": now}

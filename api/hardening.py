@@ -1,0 +1,169 @@
+"""Request guards that run before any dialect sees a request, so every dialect gets them for free.
+
+Hostile or broken input must end in a clear 4xx in the dialect's own format, never in a 500:
+- bodies over MAX_REQUEST_BYTES → 413 (Flask's MAX_CONTENT_LENGTH; the message is made clear in
+  api/errors.py);
+- JSON bodies that are not UTF-8, not JSON, nested deeper than MAX_JSON_DEPTH, or that carry
+  NaN/Infinity (PostgreSQL's json type rejects them) → 400/422;
+- strings with NUL characters or unpaired surrogates anywhere in the body or the query string →
+  422 (PostgreSQL cannot store ``\\x00`` in text, and a lone surrogate cannot be encoded as UTF-8);
+- a ``context``/``state`` object larger than MAX_CONTEXT_BYTES → 422.
+
+It also reads the ``If-Thread-Idle`` precondition for the message services and adds the IETF draft
+``RateLimit-*`` headers for the rate limit that applied.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+import time
+from typing import Any
+
+from flask import Flask, Response, g, request
+
+from shared.config import settings
+from shared.errors import BadRequest, ValidationFailed
+from shared.services import messages
+
+BODY_METHODS = ("POST", "PUT", "PATCH")
+CONTEXT_FIELDS = ("context", "state")
+UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+TRUE, FALSE = {"true", "1", "yes"}, {"false", "0", "no"}
+
+
+class InvalidJson(BadRequest):
+    code = "invalid_json"
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not allowed in JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError("number out of range")
+    return value
+
+
+def _problem_with(value: str) -> str:
+    if "\x00" in value:
+        return "Must not contain NUL characters (\\u0000)."
+    return "Must be valid Unicode text (it contains an unpaired surrogate)."
+
+
+def parse_json_body(raw: bytes) -> Any:
+    """Decode and parse strictly; every failure is a clear 400 (ai-threads renders it as 422)."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidJson("The request body is not valid UTF-8.") from None
+    try:
+        return json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
+    except RecursionError:
+        raise InvalidJson(f"The JSON body is nested too deeply (at most {settings.max_json_depth} levels).") from None
+    except ValueError as exc:  # JSONDecodeError, NaN/Infinity, out-of-range numbers, huge integers
+        detail = f" ({exc.msg} at position {exc.pos})" if isinstance(exc, json.JSONDecodeError) else f" ({exc})"
+        raise InvalidJson("The request body is not valid JSON" + detail + ".") from None
+
+
+def check_value(body: Any) -> None:
+    """Walk the parsed body once (iteratively): depth, unstorable strings; name the first bad field."""
+    stack: list[tuple[Any, str, int]] = [(body, "", 1)]
+    while stack:
+        value, path, depth = stack.pop()
+        if depth > settings.max_json_depth:
+            raise ValidationFailed("The JSON body is nested too deeply.", fields={
+                path or "body": [f"At most {settings.max_json_depth} levels of nesting."]})
+        if isinstance(value, str):
+            if UNSTORABLE.search(value):
+                raise ValidationFailed(f"{path or 'body'}: {_problem_with(value)}",
+                                       fields={path or "body": [_problem_with(value)]})
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                where = f"{path}.{key}" if path else str(key)
+                if UNSTORABLE.search(key):
+                    raise ValidationFailed(f"A field name is invalid: {_problem_with(key)}",
+                                           fields={path or "body": [f"Field name: {_problem_with(key)}"]})
+                stack.append((item, where, depth + 1))
+        elif isinstance(value, list):
+            stack.extend((item, f"{path}.{i}" if path else str(i), depth + 1) for i, item in enumerate(value))
+
+
+def check_context_size(body: Any) -> None:
+    if not isinstance(body, dict):
+        return
+    for name in CONTEXT_FIELDS:
+        value = body.get(name)
+        if isinstance(value, (dict, list)):
+            size = len(json.dumps(value, ensure_ascii=False).encode())
+            if size > settings.max_context_bytes:
+                raise ValidationFailed(f"{name} is too large.", fields={
+                    name: [f"At most {settings.max_context_bytes} bytes of JSON (got {size})."]})
+
+
+def guard_body() -> None:
+    if request.method not in BODY_METHODS or not request.is_json:
+        return
+    raw = request.get_data(cache=True)  # 413 here when over MAX_CONTENT_LENGTH
+    if not raw:
+        return
+    body = parse_json_body(raw)
+    check_value(body)
+    check_context_size(body)
+
+
+def guard_query() -> None:
+    for key, values in request.args.lists():
+        for value in (key, *values):
+            if UNSTORABLE.search(value):
+                raise ValidationFailed(f"{key!r}: {_problem_with(value)}", fields={key: [_problem_with(value)]})
+
+
+def read_idle_precondition() -> None:
+    """``If-Thread-Idle: true`` asks for 409 instead of queueing behind the thread's active run."""
+    raw = request.headers.get("If-Thread-Idle")
+    wanted = False
+    if raw is not None:
+        value = raw.strip().lower()
+        if value not in TRUE | FALSE:
+            raise ValidationFailed("Invalid If-Thread-Idle header.", fields={"If-Thread-Idle": ["Use true or false."]})
+        wanted = value in TRUE
+    g.idle_token = messages.REQUIRE_IDLE.set(wanted)
+
+
+def guard_request() -> None:
+    if request.routing_exception is not None:  # no such route: let it answer 404/405 as usual
+        return
+    read_idle_precondition()
+    guard_query()
+    guard_body()
+
+
+def reset_precondition(_exc: BaseException | None = None) -> None:
+    token = g.pop("idle_token", None)
+    if token is not None:
+        try:
+            messages.REQUIRE_IDLE.reset(token)
+        except ValueError:  # created in another context: just make sure it does not leak
+            messages.REQUIRE_IDLE.set(False)
+
+
+def rate_limit_headers(response: Response) -> Response:
+    """The IETF draft RateLimit-* fields for the limit that applied (RateLimit-Reset in seconds), next
+    to flask-limiter's X-RateLimit-* ones."""
+    from api.extensions import limiter
+
+    current = limiter.current_limit
+    if current is not None:
+        response.headers["RateLimit-Limit"] = str(current.limit.amount)
+        response.headers["RateLimit-Remaining"] = str(max(0, current.remaining))
+        response.headers["RateLimit-Reset"] = str(max(0, math.ceil(current.reset_at - time.time())))
+    return response
+
+
+def install(app: Flask) -> None:
+    app.before_request(guard_request)
+    app.teardown_request(reset_precondition)
+    app.after_request(rate_limit_headers)

@@ -1,0 +1,109 @@
+"""Liveness and readiness probes.
+
+``/healthz`` answers as long as the process serves HTTP (restart me if this fails). ``/readyz``
+checks each dependency with a short timeout and answers 503 when one is down (send me no traffic
+for now), naming which one: ``database``, ``broker`` and, when it is a separate server, ``redis``
+(rate limits and run-finished notifications). Error details stay in the log; the probe only names
+the exception class, never a URL or a password.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Callable
+
+from flask import Blueprint, Flask, jsonify
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.pool import NullPool
+
+from shared import db
+from shared.config import settings
+
+log = logging.getLogger(__name__)
+PROBE_TIMEOUT = 2  # seconds, per dependency
+
+blp = Blueprint("health", __name__)
+_probe_engine: Engine | None = None
+
+
+def _database_engine() -> Engine:
+    """A pool-less engine with a connect timeout, so a probe neither waits on nor disturbs the
+    request pool; SQLite (embedded mode) simply uses the application's engine."""
+    global _probe_engine
+    if settings.database_url.startswith("sqlite"):
+        return db.engine()
+    if _probe_engine is None:
+        _probe_engine = create_engine(
+            settings.database_url, poolclass=NullPool,
+            connect_args={"connect_timeout": PROBE_TIMEOUT, "options": f"-c statement_timeout={PROBE_TIMEOUT * 1000}"},
+        )
+    return _probe_engine
+
+
+def check_database() -> None:
+    with _database_engine().connect() as conn:
+        conn.execute(text("SELECT 1"))
+
+
+def _ping_redis(url: str) -> None:
+    import redis
+
+    client = redis.Redis.from_url(url, socket_connect_timeout=PROBE_TIMEOUT, socket_timeout=PROBE_TIMEOUT)
+    try:
+        client.ping()
+    finally:
+        client.close()
+
+
+def check_broker() -> None:
+    if settings.broker_url.startswith("filesystem"):
+        folder = settings.broker_dir / "queue"
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / ".readyz"
+        probe.write_text("ok")
+        probe.unlink()
+    else:
+        _ping_redis(settings.broker_url)
+
+
+def checks() -> dict[str, Callable[[], None]]:
+    found = {"database": check_database, "broker": check_broker}
+    if settings.redis_url and settings.redis_url != settings.broker_url:
+        found["redis"] = lambda: _ping_redis(settings.redis_url)
+    return found
+
+
+def _run(check: Callable[[], None]) -> dict:
+    started = time.perf_counter()
+    try:
+        check()
+    except Exception as exc:  # noqa: BLE001 - a probe reports, it never raises
+        log.warning("readiness check failed: %s: %s", type(exc).__name__, exc)
+        return {"status": "down", "error": type(exc).__name__}
+    return {"status": "up", "ms": round((time.perf_counter() - started) * 1000, 1)}
+
+
+@blp.get("/healthz")
+def healthz():
+    """The process is alive; says nothing about its dependencies."""
+    return jsonify(status="ok")
+
+
+@blp.get("/readyz")
+def readyz():
+    """Each dependency up or down; 503 when any is down."""
+    results = {name: _run(check) for name, check in checks().items()}
+    ready = all(r["status"] == "up" for r in results.values())
+    response = jsonify(status="ready" if ready else "unavailable", checks=results)
+    response.status_code = 200 if ready else 503
+    if not ready:
+        response.headers["Retry-After"] = "5"
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def install(app: Flask) -> None:
+    from api.extensions import limiter
+
+    limiter.exempt(blp)
+    app.register_blueprint(blp)

@@ -1,0 +1,48 @@
+"""A worker SIGKILLed in the middle of a model call: the run is not lost and not answered twice.
+
+The killed worker's task stays unacknowledged in the broker and its lease stops being renewed; once
+the lease expires the sweeper queues the run again and another worker answers it (attempt 2).
+"""
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import text
+
+from tests.faults.helpers import assert_exactly_once, new_thread, post, wait_answered
+from tests.faults.ledger import LEDGER
+from tests.stack import wait_until
+
+pytestmark = pytest.mark.faults
+
+
+def runs_of(stack, ids: list[str]) -> dict[str, dict]:
+    with stack.db.connect() as conn:
+        rows = conn.execute(text("""
+            SELECT r.request_message_id::text AS id, r.status, r.attempts, r.lease_owner, a.content,
+                   (SELECT array_agg(DISTINCT s.attempt) FROM run_steps s WHERE s.run_id = r.id) AS step_attempts
+            FROM runs r JOIN messages a ON a.id = r.response_message_id
+            WHERE r.request_message_id::text = ANY(:ids)
+        """), {"ids": ids})
+        return {row.id: dict(row._mapping) for row in rows}
+
+
+def test_sigkilled_worker_run_is_finished_by_another_worker(fault_stack, fault_client):
+    threads = [new_thread(fault_client) for _ in range(3)]
+    ids = [post(fault_client, t, f"[[latency:3]] survive the crash {i}").json()["createdMessage"]["id"]
+           for i, t in enumerate(threads)]
+    wait_until(lambda: all(r["status"] == "in_progress" for r in runs_of(fault_stack, ids).values())
+               and len(ids), timeout=20, what="runs in the middle of their model call")
+    first_owners = {i: r["lease_owner"] for i, r in runs_of(fault_stack, ids).items()}
+
+    fault_stack.processes["worker"].kill()
+    LEDGER.fault("worker_sigkill")
+    assert all(r["status"] == "in_progress" for r in runs_of(fault_stack, ids).values())
+
+    fault_stack.start_worker("worker-2")
+    rows = wait_answered(fault_stack, ids, timeout=60)
+    assert_exactly_once(rows)
+    for message_id, run in runs_of(fault_stack, ids).items():
+        assert run["status"] == "completed" and run["attempts"] == 2, run
+        assert run["lease_owner"] != first_owners[message_id]
+        assert "survive the crash" in run["content"]
+        assert run["step_attempts"] == [2], "steps of the killed attempt must not be stored"
