@@ -9,6 +9,7 @@ import pytest
 
 from shared import db
 from shared.services import data_views
+from tests.answers import post_and_wait
 
 
 def new_thread(client, title: str) -> int:
@@ -18,9 +19,7 @@ def new_thread(client, title: str) -> int:
 
 
 def ask(client, thread: int, content: str) -> dict:
-    response = client.post(f"/api/v1/ai/threads/{thread}/messages?wait=25", json={"content": content})
-    assert response.status_code == 201, response.text
-    answer = response.json()["responseMessage"]
+    answer = post_and_wait(client, thread, {"content": content})
     assert answer["status"] == "completed", answer
     return answer
 

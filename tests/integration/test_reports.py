@@ -7,6 +7,7 @@ import pytest
 
 from shared.errors import NotFound, ValidationFailed
 from shared.services import reports
+from tests.answers import post_and_wait
 
 
 def new_thread(client) -> int:
@@ -16,8 +17,7 @@ def new_thread(client) -> int:
 def test_abuse_is_reported_and_the_thread_flagged(client, user):
     thread, calm = new_thread(client), new_thread(client)
     assert client.get(f"/api/v1/ai/threads/{thread}").json()["flagged"] is False
-    response = client.post(f"/api/v1/ai/threads/{thread}/messages?wait=25", json={"content": "you are an idiot"})
-    answer = response.json()["responseMessage"]
+    answer = post_and_wait(client, thread, {"content": "you are an idiot"})
     assert answer["status"] == "completed"
     step = next(s for s in answer["steps"] if s["name"] == "report_conversation")
     assert step["status"] == "completed" and step["output"] == '{"reported": true}'
@@ -31,8 +31,7 @@ def test_abuse_is_reported_and_the_thread_flagged(client, user):
 def test_a_second_report_keeps_the_first_flag_time(client, user):
     thread = new_thread(client)
     for _ in range(2):
-        client.post(f"/api/v1/ai/threads/{thread}/messages?wait=25",
-                    json={"content": '[[tool:report_conversation {"reason": "threats"}]] report it'})
+        post_and_wait(client, thread, {"content": '[[tool:report_conversation {"reason": "threats"}]] report it'})
     filed = reports.list_reports(user.tenant_id, thread_id=thread)
     assert len(filed) == 2
     from shared.db import transaction

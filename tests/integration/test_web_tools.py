@@ -11,6 +11,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+from tests.answers import post_and_wait
 from tests.local_http import LocalServer, html, redirect
 from tests.stack import free_port
 
@@ -56,9 +57,7 @@ def searx(web_ports):
 
 def ask(client, content: str) -> dict:
     thread = client.post("/api/v1/ai/threads", json={"title": "web"}).json()["id"]
-    response = client.post(f"/api/v1/ai/threads/{thread}/messages?wait=25", json={"content": content})
-    assert response.status_code == 201, response.text
-    answer = response.json()["responseMessage"]
+    answer = post_and_wait(client, thread, {"content": content})
     assert answer["status"] == "completed", answer
     return answer
 

@@ -10,6 +10,7 @@ import pytest
 
 from shared.errors import Conflict, NotFound, ValidationFailed
 from shared.services import workflows
+from tests.answers import post_and_wait
 from tests.stack import ROOT
 
 # The scripted model only ever reads the system prompt for remembered facts: a workflow prompt carrying
@@ -23,9 +24,7 @@ def cli(stack, *args: str) -> subprocess.CompletedProcess:
 
 
 def post(client, thread: int, content: str, **body) -> dict:
-    response = client.post(f"/api/v1/ai/threads/{thread}/messages?wait=25", json={"content": content, **body})
-    assert response.status_code == 201, response.text
-    answer = response.json()["responseMessage"]
+    answer = post_and_wait(client, thread, {"content": content, **body})
     assert answer["status"] == "completed", answer
     return answer
 
