@@ -159,3 +159,16 @@ def test_size_and_time_limits(monkeypatch):
         with pytest.raises(netguard.FetchError, match="too long"):
             netguard.fetch(server.url("/slow"), timeout=0.5)
         assert time.monotonic() - started < 1.5
+
+
+def test_compressed_bodies_are_decoded_within_the_byte_limit(monkeypatch):
+    import gzip
+
+    page = b"<p>" + b"squeezed " * 1000 + b"</p>"
+    bomb = gzip.compress(b"\0" * 5_000_000)
+    routes = {"/gz": lambda _req: (200, {"Content-Type": "text/html", "Content-Encoding": "gzip"}, gzip.compress(page)),
+              "/bomb": lambda _req: (200, {"Content-Type": "text/plain", "Content-Encoding": "gzip"}, bomb)}
+    with LocalServer(routes) as server:
+        with_settings(monkeypatch, fetch_allowlist=(f"127.0.0.1:{server.port}",), fetch_max_bytes=100_000)
+        assert netguard.fetch(server.url("/gz")).content == page
+        assert len(netguard.fetch(server.url("/bomb")).content) <= 100_000
