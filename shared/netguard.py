@@ -253,11 +253,10 @@ def fetch(url: str, *, headers: dict[str, str] | None = None, timeout: float | N
             raise FetchError("the page took too long to answer")
         try:
             with httpx.Client(trust_env=False, follow_redirects=False, timeout=remaining) as client:
-                request = client.build_request(
+                with client.stream(
                     "GET", target.pinned_url, headers={**request_headers, "Host": target.host_header},
                     extensions={"sni_hostname": target.host},
-                )
-                with client.send(request, stream=True) as response:
+                ) as response:
                     location = response.headers.get("location")
                     if response.status_code in REDIRECT_CODES and location:
                         current = target.url.join(location)
