@@ -38,20 +38,17 @@ ERRORS = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not F
 
 
 @pytest.fixture(scope="module")
-def seed_user(stack):
+def seed_user(demo_user):
     """The seed's user-123, owner of the seed's chat 550e8400-…, with a password for cookie login."""
-    from types import SimpleNamespace
-
     from shared.db import transaction
     from shared.models import Thread
     from shared.services import identity, threads
 
-    email, tenant = f"seed-{uuid.uuid4().hex[:8]}@example.com", f"seed-tenant-{uuid.uuid4().hex[:6]}"
-    user = identity.create_user(email, tenant, user_id=SEED_USER_ID, password="pw-seed")
-    thread = threads.create_thread(identity.principal_for(user), title="Research")
+    assert demo_user.id == SEED_USER_ID
+    thread = threads.create_thread(identity.load_principal(SEED_USER_ID), title="Research")
     with transaction() as session:
         session.execute(update(Thread).where(Thread.id == thread.id).values(public_id=uuid.UUID(SEED_CHAT_ID)))
-    return SimpleNamespace(id=user.id, email=email, password="pw-seed", tenant=tenant, tenant_id=user.tenant_id)
+    return demo_user
 
 
 @pytest.fixture
