@@ -178,6 +178,19 @@ def test_before_walks_back_without_skipping_while_messages_arrive(client):
     assert [m["sequence_number"] for m in two] == sorted((m["sequence_number"] for m in two), reverse=True)
 
 
+def test_before_accepts_any_utc_offset_and_naive_times_as_utc(client):
+    from datetime import datetime, timedelta, timezone
+
+    thread = new_v1_thread(client)
+    sent = [direct(client, thread, f"m{i}") for i in range(3)]
+    cursor = datetime.fromisoformat(sent[2]["created_at"].replace("Z", "+00:00"))
+    expected = [sent[1]["id"], sent[0]["id"]]
+    for form in (sent[2]["created_at"], cursor.astimezone(timezone(timedelta(hours=2))).isoformat(),
+                 cursor.astimezone(timezone(timedelta(hours=-5, minutes=-30))).isoformat(),
+                 cursor.replace(tzinfo=None).isoformat()):
+        assert [m["id"] for m in messages(client, thread, before=form)] == expected, form
+
+
 def test_citations_are_enriched_at_read_time(client, user, make_user):
     knowledge.ingest_text("v1-flux.md", DOC, tenant_id=user.tenant_id)
     [view] = [v for v in knowledge.search(user.tenant_id, "recalibrate flux capacitor") if v.path == "v1-flux.md"]
@@ -276,3 +289,28 @@ def test_401_403_404_are_plain_details(client_for, make_user, user, client):
     own = new_v1_thread(reader)
     assert "ai_thread_messages.create" in assert_detail(
         reader.post(f"/v1/threads/{own}/messages", json={"role": "USER", "content": {"text": "x"}}), 403)
+
+
+def test_concurrent_writers_get_distinct_ordered_times_and_one_message_per_id(client):
+    from concurrent.futures import ThreadPoolExecutor
+
+    thread = new_v1_thread(client)
+    shared_id = str(uuid.uuid4())
+
+    def write(i: int):
+        if i % 5 == 0:
+            body = {"role": "USER", "content": {"text": "same"}, "message_id": shared_id}
+            return client.post(f"/v1/threads/{thread}/messages", json=body).status_code
+        if i % 5 == 1:
+            return client.post(f"/v1/threads/{thread}/user_message?wait=0", json={"content": {"text": f"q{i}"}}).status_code
+        return client.post(f"/v1/threads/{thread}/messages", json={"role": "USER", "content": {"text": f"d{i}"}}).status_code
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        statuses = list(pool.map(write, range(20)))
+    assert sorted(s for i, s in enumerate(statuses) if i % 5 == 0) == [200, 200, 200, 201]
+    assert all(s == 201 for i, s in enumerate(statuses) if i % 5)
+    listed = messages(client, thread, limit=100, with_details="false")
+    assert len(listed) == 1 + 4 * 2 + 12
+    assert [m["sequence_number"] for m in listed] == list(range(len(listed), 0, -1))
+    times = [m["created_at"] for m in listed]
+    assert times == sorted(set(times), reverse=True)  # strictly decreasing with the sequence: no ties

@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 from http import HTTPStatus
 
-from flask import request, url_for
+from flask import request, session, url_for
 from flask_smorest import Blueprint
 
 from api import auth
@@ -16,7 +16,7 @@ from api.errors import Problem
 from api.extensions import limiter, user_key
 from api.waiting import idempotency_key, requested_wait
 from shared.config import settings
-from shared.errors import Forbidden
+from shared.errors import Forbidden, Unauthorized
 from shared.models import Message, Thread
 from shared.services import messages as message_service
 from shared.services import threads as thread_service
@@ -53,7 +53,13 @@ def adapt_error(problem: Problem) -> Problem:
 @blp.before_request
 def require_caller():
     """Every chats route needs a session or a token: 401 before the body is even looked at."""
-    auth.current_principal()
+    try:
+        auth.current_principal()
+    except Unauthorized:
+        if request.headers.get("Authorization") or session.get("user_id"):
+            raise  # a credential was sent: say what is wrong with it
+        raise Unauthorized("Invalid or missing session: log in with POST /api/auth/login, "
+                           "or send a bearer token.") from None
 
 
 def present_chat(thread: Thread) -> dict:

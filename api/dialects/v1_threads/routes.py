@@ -7,6 +7,7 @@ thread id, ``path`` is ``/threads/{thread_id}/messages/{sequence_number}``; role
 from __future__ import annotations
 
 import uuid
+from datetime import timezone
 from typing import Any
 
 from flask import url_for
@@ -91,7 +92,8 @@ def _validation_error(exc: HTTPException):
 def render_error(problem: Problem) -> dict:
     if problem.status == 422:
         detail = request_state().pop("v1_validation", None) or _from_fields(problem.fields)
-        return {"detail": detail or [_item(["body"], problem.message)]}
+        kind = "json_invalid" if problem.code == "invalid_json" else "value_error"
+        return {"detail": detail or [{"loc": ["body"], "msg": problem.message, "type": kind}]}
     return {"detail": problem.message}
 
 
@@ -261,7 +263,8 @@ def list_messages(path, query, **_raw):
     """
     principal = current_principal()
     items, _, _ = message_service.list_messages(
-        principal, path["thread_id"], limit=query["limit"], offset=query["offset"], before=query["before"],
+        principal, path["thread_id"], limit=query["limit"], offset=query["offset"],
+        before=query["before"].astimezone(timezone.utc) if query["before"] else None,
         newest_first=True, with_steps=False,
     )
     return {"data": present_messages(items, path["thread_id"], principal.tenant_id, query["with_details"])}
