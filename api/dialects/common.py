@@ -6,9 +6,8 @@ from datetime import datetime, timezone
 from typing import Any, Callable
 
 from flask_smorest import Blueprint
-from marshmallow import ValidationError, fields
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
 
-from api.errors import Problem
 
 MAX_JSON_DEPTH = 20
 
@@ -93,5 +92,18 @@ def poll_headers(location: str) -> dict[str, str]:
     return {"Location": location, "Retry-After": "1"}
 
 
-def keep_status(problem: Problem) -> Problem:
-    return problem
+class AnswerHeaders(Schema):
+    """The headers of a post-for-an-answer: documented in OpenAPI, read by api.waiting."""
+
+    class Meta:
+        unknown = EXCLUDE  # every other header is none of our business
+
+    idempotency_key = fields.String(
+        data_key="Idempotency-Key", load_default=None, validate=validate.Length(min=1, max=255),
+        metadata={"description": "Retrying with the same key returns the same messages; never a second answer."},
+    )
+    prefer = fields.String(
+        data_key="Prefer", load_default=None, validate=validate.Length(max=1000),
+        metadata={"description": "wait=SECONDS (RFC 7240): how long to wait for the answer before answering "
+                                 "201 with a pending response and a Location to poll."},
+    )

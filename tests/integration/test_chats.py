@@ -191,6 +191,9 @@ def test_400_for_malformed_json_and_bad_paging(client_for, user):
     assert "limit" in assert_error(client.get("/api/chats?limit=0"), 400, "Bad Request")["details"]
     assert_error(client.post(f"/api/chats/{chat}/messages?wait=soon",
                              json={"content": "hi", "modelId": "gpt-4", "userId": user.id}), 400, "Bad Request")
+    long_key = assert_error(client.post(f"/api/chats/{chat}/messages", headers={"Idempotency-Key": "k" * 256},
+                                        json={"content": "hi", "modelId": "gpt-4", "userId": user.id}), 400, "Bad Request")
+    assert "Idempotency-Key" in long_key["details"]
 
 
 def test_a_workflow_of_the_tenant_is_accepted(client_for, user):

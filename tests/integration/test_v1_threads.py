@@ -271,6 +271,9 @@ def test_422_for_malformed_json_ids_and_user_message_bodies(client):
         assert {tuple(e["loc"]) for e in detail} == {tuple(loc)}, detail
     detail = assert_detail(client.post(f"/v1/threads/{thread}/user_message?wait=-1", json={"content": {"text": "x"}}), 422)
     assert [e["loc"] for e in detail] == [["query", "wait"]]
+    detail = assert_detail(client.post(f"/v1/threads/{thread}/user_message", headers={"Idempotency-Key": "k" * 256},
+                                       json={"content": {"text": "x"}}), 422)
+    assert [e["loc"] for e in detail] == [["header", "Idempotency-Key"]]
 
 
 def test_401_403_404_are_plain_details(client_for, make_user, user, client):

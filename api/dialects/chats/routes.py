@@ -11,7 +11,7 @@ from flask_smorest import Blueprint
 
 from api import auth
 from api.dialects.chats import schemas
-from api.dialects.common import document_errors, poll_headers
+from api.dialects.common import AnswerHeaders, document_errors, poll_headers
 from api.errors import Problem
 from api.extensions import limiter, user_key
 from api.waiting import idempotency_key, requested_wait
@@ -137,12 +137,13 @@ def get_chat(chatId: uuid.UUID):  # noqa: N803 - the seed's parameter name
 @blp.route("/<uuid:chatId>/messages", methods=["POST"])
 @limiter.limit(lambda: settings.rate_limit_messages, key_func=user_key)
 @blp.arguments(schemas.ChatMessageCreate, error_status_code=400)
+@blp.arguments(AnswerHeaders, location="headers", error_status_code=400)
 @blp.response(201, schemas.PostedEnvelope,
               headers={"Location": {"description": "Poll URL of the response, when it is not finished yet",
                                     "schema": {"type": "string"}},
                        "Retry-After": {"description": "Seconds before polling", "schema": {"type": "string"}}})
 @document_errors(blp, {**READ_ERRORS, **CONFLICT, **RATE_LIMITED})
-def post_message(body, chatId: uuid.UUID):  # noqa: N803
+def post_message(body, _headers, chatId: uuid.UUID):  # noqa: N803
     """Create Message: post a user message; the AI assistant answers it (seed 002).
 
     Waits for the answer up to ``Prefer: wait=N`` seconds (or ``?wait=N``; default and maximum from

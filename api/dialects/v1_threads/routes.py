@@ -16,7 +16,7 @@ from werkzeug.exceptions import HTTPException
 
 from api import errors
 from api.auth import current_principal
-from api.dialects.common import document_errors, iso, poll_headers
+from api.dialects.common import AnswerHeaders, document_errors, iso, poll_headers
 from api.dialects.v1_threads import schemas
 from api.errors import Problem
 from api.extensions import limiter, request_state, user_key
@@ -219,6 +219,7 @@ def create_message(path, body, **_raw):
 @blp.arguments(schemas.ThreadPath, location="path")
 @blp.arguments(schemas.UserMessageRequest)
 @blp.arguments(schemas.V1WaitQuery, location="query")
+@blp.arguments(AnswerHeaders, location="headers")
 @blp.response(201, schemas.UserMessageResponse,
               headers={"Location": {"description": "Poll URL of the assistant message while it is not finished",
                                     "schema": {"type": "string"}},
@@ -226,7 +227,7 @@ def create_message(path, body, **_raw):
 @blp.alt_response(200, schema=schemas.UserMessageResponse, success=True,
                   description="A retry (same message_id or Idempotency-Key and body): the existing exchange")
 @document_errors(blp, WRITE_ERRORS)
-def post_user_message(path, body, _query, **_raw):
+def post_user_message(path, body, _query, _headers, **_raw):
     """Post a user message and have the AI answer it (permission ai_thread_messages.create).
 
     Waits up to ``?wait=`` / ``Prefer: wait=`` seconds. A finished answer comes back in
