@@ -81,10 +81,13 @@ class Agent:
         kwargs: dict[str, Any] = {}
         if with_tools:
             kwargs["tools"] = [tools.schema(m) for m in self.toolset]
-        timeout = max(1.0, min(settings.model_timeout, self.deadline - time.monotonic()))
+        remaining = self.deadline - time.monotonic()
+        timeout = max(1.0, min(settings.model_timeout, remaining))
+        # The SDK retries timeouts too: allow only as many attempts as fit in the run's deadline.
+        retries = max(0, min(settings.model_max_retries, int(remaining // timeout) - 1))
         status, usage, summary = "failed", None, ""
         try:
-            response = self.client.chat.completions.create(
+            response = self.client.with_options(max_retries=retries).chat.completions.create(
                 model=self.entry.model, messages=self.messages, timeout=timeout, **kwargs
             )
             message = response.choices[0].message

@@ -15,6 +15,7 @@ from api.dialects.ai_threads import schemas
 from api.dialects.common import document_errors
 from shared.config import settings
 from shared.models import Message, RunStep, Thread
+from shared.services import citations as citation_service
 from shared.services import messages as message_service
 from shared.services import threads as thread_service
 
@@ -55,11 +56,17 @@ def present_step(step: RunStep) -> dict:
                 status=step.status, usage=step.usage, started_at=step.started_at, finished_at=step.finished_at)
 
 
-def present_message(message: Message, steps: list[RunStep] | None = None) -> dict:
+def present_messages(messages: list[Message], steps: dict | None = None) -> list[dict]:
+    """Messages with their citations enriched at read time (current document names), in one query."""
+    enriched = citation_service.enrich(current_principal().tenant_id, [m.citations for m in messages])
+    return [present_message(m, (steps or {}).get(m.id), cited) for m, cited in zip(messages, enriched)]
+
+
+def present_message(message: Message, steps: list[RunStep] | None = None, citations: list | None = None) -> dict:
     body = dict(
         id=message.id, thread_id=message.thread_id, seq=message.seq, role=message.role, content=message.content,
         status=message.status, context=message.context, updated_context=message.updated_context,
-        citations=message.citations or [], is_error=message.is_error,
+        citations=citations if citations is not None else message.citations or [], is_error=message.is_error,
         created_at=message.created_at, updated_at=message.updated_at,
     )
     if message.context_key == "state":
@@ -134,10 +141,8 @@ def post_message(body, _query, thread_id: int):
         workflow_id=body["workflow_id"],
     )
     exchange = message_service.await_response(exchange, wait)
-    payload = {
-        "createdMessage": present_message(exchange.request),
-        "responseMessage": present_message(exchange.response, exchange.steps),
-    }
+    created, answer = present_messages([exchange.request, exchange.response], {exchange.response.id: exchange.steps})
+    payload = {"createdMessage": created, "responseMessage": answer}
     headers = {}
     if not exchange.response.finished:
         headers = {
@@ -157,7 +162,7 @@ def list_messages(query, thread_id: int):
     items, total, steps = message_service.list_messages(
         current_principal(), thread_id, limit=per_page, offset=(page - 1) * per_page
     )
-    return {"data": [present_message(m, steps.get(m.id)) for m in items], "meta": page_meta(page, per_page, total)}
+    return {"data": present_messages(items, steps), "meta": page_meta(page, per_page, total)}
 
 
 @blp.route("/<int:thread_id>/messages/<uuid:message_id>", methods=["GET"])
@@ -166,4 +171,4 @@ def list_messages(query, thread_id: int):
 def get_message(thread_id: int, message_id: uuid.UUID):
     """One message; poll this until ``status`` is completed or failed."""
     message, steps = message_service.get_message(current_principal(), thread_id, message_id)
-    return present_message(message, steps)
+    return present_messages([message], {message.id: steps})[0]
