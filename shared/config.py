@@ -92,10 +92,6 @@ class Settings:
     max_active_runs_per_user: int = 20  # queued + in-progress answers one user may have; 0 = no cap
     max_json_depth: int = 32  # nesting of any JSON request body
     max_context_bytes: int = 64 * 1024  # serialized size of a message's context/state object
-    # Request guards and fairness (api/hardening.py, shared/services/messages.py; docs/reliability.md)
-    max_active_runs_per_user: int = 20  # queued + in-progress answers one user may have; 0 = no cap
-    max_json_depth: int = 32  # nesting of any JSON request body
-    max_context_bytes: int = 64 * 1024  # serialized size of a message's context/state object
     db_pool_size: int = 10  # connections per process (PostgreSQL); mind max_connections across processes
     db_max_overflow: int = 20
     db_pool_timeout: float = 30.0  # seconds a request may queue for a connection under a burst
@@ -165,9 +161,6 @@ def load() -> Settings:
         scripted_model_host=scripted_host,
         scripted_model_port=scripted_port,
         scripted_model_latency=_float("SCRIPTED_MODEL_LATENCY", 0.0),
-        max_active_runs_per_user=_int("MAX_ACTIVE_RUNS_PER_USER", 20),
-        max_json_depth=_int("MAX_JSON_DEPTH", 32),
-        max_context_bytes=_int("MAX_CONTEXT_BYTES", 64 * 1024),
         max_active_runs_per_user=_int("MAX_ACTIVE_RUNS_PER_USER", 20),
         max_json_depth=_int("MAX_JSON_DEPTH", 32),
         max_context_bytes=_int("MAX_CONTEXT_BYTES", 64 * 1024),
