@@ -166,11 +166,16 @@ def await_response(exchange: Exchange, timeout: float) -> Exchange:
         with transaction() as session:
             return session.scalar(select(Message.status).where(Message.id == response_id)) in FINISHED
 
+    if not exchange.response.finished and timeout <= 0:
+        exchange.steps = []  # just queued: nothing to re-read (saves the pollable POST three queries)
+        return exchange
     if not exchange.response.finished:
         notify.wait_for_run(str(exchange.run_id), timeout, finished)
     with transaction() as session:
         exchange.response = session.get(Message, response_id) or exchange.response
-        exchange.steps = steps_by_message(session, [response_id]).get(response_id, [])
+        exchange.steps = (
+            steps_by_message(session, [response_id]).get(response_id, []) if exchange.response.finished else []
+        )
     return exchange
 
 
