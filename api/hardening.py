@@ -15,6 +15,7 @@ It also reads the ``If-Thread-Idle`` precondition for the message services and a
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
 import time
@@ -26,6 +27,7 @@ from shared.config import settings
 from shared.errors import BadRequest, ValidationFailed
 from shared.services import messages
 
+log = logging.getLogger(__name__)
 BODY_METHODS = ("POST", "PUT", "PATCH")
 CONTEXT_FIELDS = ("context", "state")
 UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
@@ -155,11 +157,15 @@ def rate_limit_headers(response: Response) -> Response:
     to flask-limiter's X-RateLimit-* ones."""
     from api.extensions import limiter
 
-    current = limiter.current_limit
-    if current is not None:
-        response.headers["RateLimit-Limit"] = str(current.limit.amount)
-        response.headers["RateLimit-Remaining"] = str(max(0, current.remaining))
-        response.headers["RateLimit-Reset"] = str(max(0, math.ceil(current.reset_at - time.time())))
+    try:
+        current = limiter.current_limit
+        if current is not None:
+            remaining, reset_at = current.remaining, current.reset_at  # may ask the limiter's storage
+            response.headers["RateLimit-Limit"] = str(current.limit.amount)
+            response.headers["RateLimit-Remaining"] = str(max(0, remaining))
+            response.headers["RateLimit-Reset"] = str(max(0, math.ceil(reset_at - time.time())))
+    except Exception:  # noqa: BLE001 - limiter storage (Redis) down: answer without the headers
+        log.debug("rate-limit headers skipped", exc_info=True)
     return response
 
 

@@ -56,7 +56,44 @@ def celery_app() -> Celery:
     if _app is None:
         _app = Celery("threadline")
         _app.conf.update(celery_config())
+        if settings.broker_url.startswith("redis"):
+            _survive_broker_restarts()
     return _app
+
+
+def _survive_broker_restarts() -> None:
+    """Keep the worker alive when Redis goes away and comes back.
+
+    kombu (5.7) kills the worker ("Unrecoverable error: AttributeError ...") on a lost connection in
+    two ways: it puts the unacknowledged messages back through the connection it has just closed, and
+    after reconnecting it acks the tasks that finished meanwhile through their old, closed channel.
+    Neither is needed here: a run whose task is lost is re-enqueued from the database by the sweeper,
+    and a message delivered twice is skipped by the claim. So the worker's QoS skips that restore and
+    lets an ack on a dead channel go (the broker redelivers after the visibility timeout, harmlessly).
+    """
+    from kombu.transport import redis as kombu_redis
+    from kombu.transport import virtual
+
+    if getattr(kombu_redis.Channel.QoS, "threadline", False):
+        return
+
+    class QoS(kombu_redis.QoS):
+        threadline = True
+        restore_at_shutdown = False
+
+        def ack(self, delivery_tag):
+            try:
+                super().ack(delivery_tag)
+            except AttributeError:  # the channel's connection is gone: only forget the tag here
+                virtual.QoS.ack(self, delivery_tag)
+
+        def reject(self, delivery_tag, requeue=False):
+            try:
+                super().reject(delivery_tag, requeue=requeue)
+            except AttributeError:
+                virtual.QoS.ack(self, delivery_tag)
+
+    kombu_redis.Channel.QoS = QoS
 
 
 def enqueue_run(run_id: uuid.UUID) -> bool:

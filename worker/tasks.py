@@ -85,7 +85,11 @@ def execute_run(run_id: str) -> str:
 
 @app.task(name=SWEEP, ignore_result=True)
 def sweep_stale_runs() -> dict[str, int]:
-    requeue, failed = runs.sweep()
+    try:
+        requeue, failed = runs.sweep()
+    except (OperationalError, PoolTimeout) as exc:  # the database is down: the next tick sweeps again
+        log.warning("sweeper: database unavailable (%s); sweeping again next tick", type(exc).__name__)
+        return {"requeued": 0, "failed": 0}
     for run_id in requeue:
         enqueue_run(run_id)
     for run_id in failed:

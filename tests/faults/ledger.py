@@ -28,6 +28,7 @@ class Ledger:
         self.statuses: Counter[int] = Counter()
         self.hostile_requests = 0
         self.hostile_5xx = 0
+        self.hostile_statuses: Counter[int] = Counter()
         self.pending_during_outage = 0
         self.summary: dict | None = None
 
@@ -48,6 +49,7 @@ class Ledger:
         with self._lock:
             self.hostile_requests += 1
             self.hostile_5xx += status >= 500
+            self.hostile_statuses[status] += 1
 
     # -- the verdict -----------------------------------------------------------------------------
     def outcomes(self, engine: Engine, ids: list[str] | None = None) -> list[dict]:
@@ -104,6 +106,7 @@ class Ledger:
             "messages_lost": len(lost),
             "answered_twice": len(twice) + orphans,
             "hostile_requests": self.hostile_requests,
+            "hostile_statuses": {str(k): v for k, v in sorted(self.hostile_statuses.items())},
             "5xx_for_bad_input": self.hostile_5xx,
             "lost_ids": lost[:20],
             "twice_ids": twice[:20],

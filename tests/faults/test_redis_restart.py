@@ -21,6 +21,7 @@ pytestmark = pytest.mark.faults
 
 POSTERS = 3
 PACE = 0.15  # seconds between one poster's messages: a steady stream, not a flood
+OUTAGE = 5.0  # seconds the broker stays down
 
 
 @dataclass
@@ -69,8 +70,11 @@ def test_every_message_is_answered_once_across_a_redis_restart(fault_stack, make
         wait_until(lambda: len(sent) >= 10, timeout=20, what="posts before the outage")
         phase["now"] = "outage"
         fault_stack.redis.stop()
+        down_at = time.monotonic()
         LEDGER.fault("redis_restart")
-        wait_until(lambda: sum(s.phase == "outage" for s in sent) >= 10, timeout=20, what="posts during the outage")
+        # Down for a while (longer than QUEUED_STALE_SECONDS) with a stream of posts meanwhile.
+        wait_until(lambda: sum(s.phase == "outage" for s in sent) >= 10 and time.monotonic() - down_at > OUTAGE,
+                   timeout=30, what="posts during the outage")
         fault_stack.redis.start()
         phase["now"] = "after"
         wait_until(lambda: sum(s.phase == "after" for s in sent) >= 10, timeout=20, what="posts after the outage")
@@ -85,6 +89,8 @@ def test_every_message_is_answered_once_across_a_redis_restart(fault_stack, make
     assert all(s.answer_status == "queued" for s in during), "answered during the outage?"
     assert max(s.elapsed for s in during) < 3.0, "a post must not hang on the missing broker"
 
+    workers = [p for name, p in fault_stack.processes.items() if name.startswith("worker")]
+    assert workers and all(p.alive() for p in workers), "a worker died instead of reconnecting"
     rows = wait_answered(fault_stack, [s.message_id for s in sent], timeout=90)
     assert len(rows) == len(sent)
     assert_exactly_once(rows)
