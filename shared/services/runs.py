@@ -11,7 +11,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, insert, or_, select, update
-from sqlalchemy.orm import aliased
 
 from shared.config import settings
 from shared.db import transaction
@@ -66,15 +65,12 @@ class Outcome:
     error: str | None = None
 
 
-def _predecessor_active(session, run: Run) -> bool:
+def _predecessor_active(session, thread_id: int, seq: int) -> bool:
     """An earlier message of the same thread is still being answered: answer in order."""
-    mine = aliased(Message)
-    theirs = aliased(Message)
     earlier = (
         select(Run.id)
-        .join(theirs, theirs.id == Run.request_message_id)
-        .join(mine, mine.id == run.request_message_id)
-        .where(Run.thread_id == run.thread_id, Run.status.in_(ACTIVE), Run.id != run.id, theirs.seq < mine.seq)
+        .join(Message, Message.id == Run.request_message_id)
+        .where(Run.thread_id == thread_id, Run.status.in_(ACTIVE), Message.seq < seq)
         .limit(1)
     )
     return session.scalar(earlier) is not None
@@ -84,8 +80,16 @@ def claim(run_id: uuid.UUID, owner: str) -> RunJob | None:
     """Take the run if it is queued (or its lease expired) and its turn has come; None otherwise."""
     now = utcnow()
     with transaction() as session:
-        run = session.get(Run, run_id)
-        if run is None or run.status not in ACTIVE or _predecessor_active(session, run):
+        row = session.execute(
+            select(Run, Message, Thread)
+            .join(Message, Message.id == Run.request_message_id)
+            .join(Thread, Thread.id == Run.thread_id)
+            .where(Run.id == run_id)
+        ).first()
+        if row is None:
+            return None
+        run, request, thread = row
+        if run.status not in ACTIVE or _predecessor_active(session, run.thread_id, request.seq):
             return None
         if run.attempts >= settings.run_max_attempts:
             _finish(session, run, Outcome(content=FAILED_TEXT, is_error=True, error="too many attempts"), "failed")
@@ -108,8 +112,6 @@ def claim(run_id: uuid.UUID, owner: str) -> RunJob | None:
         session.execute(
             update(Message).where(Message.id == run.response_message_id).values(status="in_progress", updated_at=now)
         )
-        thread = session.get(Thread, run.thread_id)
-        request = session.get(Message, run.request_message_id)
         workflow = session.get(Workflow, run.workflow_id) if run.workflow_id else None
         history_rows = session.execute(
             select(Message.role, Message.content)
