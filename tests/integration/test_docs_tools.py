@@ -28,9 +28,11 @@ def assert_verified(citation: dict, view: knowledge.ChunkView) -> None:
     start = citation["offset"]
     assert view.content[start:start + citation["length"]] == citation["quote"] and citation["length"] > 0
     assert {k: citation[k] for k in ("chunk_id", "document_id", "document_version_id", "document_name",
-                                     "document_version", "path")} == {
+                                     "document_version")} == {
         "chunk_id": view.chunk_id, "document_id": view.document_id, "document_version_id": view.document_version_id,
-        "document_name": view.document_name, "document_version": view.document_version, "path": view.path}
+        "document_name": view.document_name, "document_version": view.document_version}
+    # Enriched at read time (shared/services/citations.py): the chunk's place in its document version.
+    assert citation["path"].startswith(f"/documents/{view.path}/versions/{view.document_version}/chunks/")
 
 
 def ingest_flux(tenant_id, path: str = "flux.md", word: str = "amber") -> knowledge.ChunkView:
