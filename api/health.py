@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from typing import Callable
 
 from flask import Blueprint, Flask, jsonify
@@ -59,7 +60,7 @@ def check_broker() -> None:
     if settings.broker_url.startswith("filesystem"):
         folder = settings.broker_dir / "queue"
         folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / ".readyz"
+        probe = folder / f".readyz-{uuid.uuid4().hex}"  # never matches a queue's "*.<queue>.msg" files
         probe.write_text("ok")
         probe.unlink()
     else:

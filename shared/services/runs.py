@@ -91,6 +91,8 @@ def claim(run_id: uuid.UUID, owner: str) -> RunJob | None:
         run, request, thread = row
         if run.status not in ACTIVE or _predecessor_active(session, run.thread_id, request.seq):
             return None
+        if run.status == "in_progress" and run.lease_expires_at is not None and run.lease_expires_at >= now:
+            return None  # a duplicate delivery while a worker holds a live lease: not ours to touch
         if run.attempts >= settings.run_max_attempts:
             _finish(session, run, Outcome(content=FAILED_TEXT, is_error=True, error="too many attempts"), "failed")
             return None

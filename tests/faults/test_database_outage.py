@@ -25,7 +25,7 @@ def error_format(dialect: str, status: int, body: dict) -> bool:
     }[dialect]()
 
 
-def requests_per_dialect(client, user, ai_thread: int, chat: str, v1_thread: str):
+def requests_per_dialect(user, ai_thread: int, chat: str, v1_thread: str):
     """(dialect, method, path, body) covering reads and writes of every dialect."""
     return [
         ("ai-threads", "GET", "/api/v1/ai/threads", None),
@@ -75,9 +75,9 @@ def test_postgres_outage_is_503_everywhere_and_nothing_is_half_written(fault_sta
     cut_at = time.monotonic()
     LEDGER.fault("postgres_cut")
     try:
-        for dialect, method, path, body in requests_per_dialect(client, user, ai_threads[0], chat, v1_thread):
+        for dialect, method, path, body in requests_per_dialect(user, ai_threads[0], chat, v1_thread):
             response = client.request(method, path, json=body)
-            if path.endswith("messages?wait=0") and method == "POST":
+            if method == "POST" and ("/messages" in path or "/user_message" in path):
                 LEDGER.posted(response)
             assert response.status_code == 503, f"{dialect} {method} {path}: {response.status_code} {response.text}"
             assert response.headers["content-type"].startswith("application/json")

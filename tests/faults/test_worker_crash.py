@@ -46,3 +46,30 @@ def test_sigkilled_worker_run_is_finished_by_another_worker(fault_stack, fault_c
         assert run["lease_owner"] != first_owners[message_id]
         assert "survive the crash" in run["content"]
         assert run["step_attempts"] == [2], "steps of the killed attempt must not be stored"
+
+
+def test_a_duplicate_delivery_never_disturbs_a_live_run(fault_stack, fault_client, monkeypatch):
+    """The same task delivered again (visibility timeout, a sweep racing a slow worker) while a worker
+    holds the lease — even on the run's last allowed attempt — is skipped; the run completes once."""
+    from celery import Celery
+
+    thread = new_thread(fault_client)
+    message_id = post(fault_client, thread, "[[latency:3]] deliver me twice").json()["createdMessage"]["id"]
+    wait_until(lambda: runs_of(fault_stack, [message_id])[message_id]["status"] == "in_progress", timeout=20,
+               what="the run in progress")
+    with fault_stack.db.begin() as conn:  # pretend this is the last attempt the run is allowed
+        conn.execute(text("UPDATE runs SET attempts = :n WHERE request_message_id::text = :id"),
+                     {"n": int(fault_stack.env["RUN_MAX_ATTEMPTS"]), "id": message_id})
+        run_id = conn.execute(text("SELECT id::text FROM runs WHERE request_message_id::text = :id"),
+                              {"id": message_id}).scalar_one()
+    monkeypatch.setenv("CELERY_BROKER_URL", fault_stack.redis.url)  # Celery prefers the variable to broker=
+    sender = Celery("duplicate", broker=fault_stack.redis.url)
+    sender.conf.task_default_queue = fault_stack.queue  # the same exchange and routing as the stack's
+    try:
+        sender.send_task("threadline.execute_run", args=[run_id], queue=fault_stack.queue)
+    finally:
+        sender.close()
+    LEDGER.fault("duplicate_delivery")
+    rows = wait_answered(fault_stack, [message_id], timeout=30)
+    assert_exactly_once(rows)  # completed: the duplicate neither failed it nor answered it again
+    assert "deliver me twice" in runs_of(fault_stack, [message_id])[message_id]["content"]
