@@ -26,6 +26,17 @@ def runs_of(stack, ids: list[str]) -> dict[str, dict]:
         return {row.id: dict(row._mapping) for row in rows}
 
 
+def kill_workers(stack) -> None:
+    for name, process in stack.processes.items():
+        if name.startswith("worker") and process.alive():
+            process.kill()
+            LEDGER.fault("worker_sigkill")
+
+
+def start_another_worker(stack) -> None:
+    stack.start_worker(f"worker-{sum(name.startswith('worker') for name in stack.processes) + 1}")
+
+
 def test_sigkilled_worker_run_is_finished_by_another_worker(fault_stack, fault_client):
     threads = [new_thread(fault_client) for _ in range(3)]
     ids = [post(fault_client, t, f"[[latency:3]] survive the crash {i}").json()["createdMessage"]["id"]
@@ -34,11 +45,10 @@ def test_sigkilled_worker_run_is_finished_by_another_worker(fault_stack, fault_c
                and len(ids), timeout=20, what="runs in the middle of their model call")
     first_owners = {i: r["lease_owner"] for i, r in runs_of(fault_stack, ids).items()}
 
-    fault_stack.processes["worker"].kill()
-    LEDGER.fault("worker_sigkill")
+    kill_workers(fault_stack)
     assert all(r["status"] == "in_progress" for r in runs_of(fault_stack, ids).values())
 
-    fault_stack.start_worker("worker-2")
+    start_another_worker(fault_stack)
     rows = wait_answered(fault_stack, ids, timeout=60)
     assert_exactly_once(rows)
     for message_id, run in runs_of(fault_stack, ids).items():
@@ -73,3 +83,21 @@ def test_a_duplicate_delivery_never_disturbs_a_live_run(fault_stack, fault_clien
     rows = wait_answered(fault_stack, [message_id], timeout=30)
     assert_exactly_once(rows)  # completed: the duplicate neither failed it nor answered it again
     assert "deliver me twice" in runs_of(fault_stack, [message_id])[message_id]["content"]
+
+
+def test_a_run_whose_last_attempt_dies_ends_failed_not_hanging(fault_stack, fault_client):
+    """Out of attempts (RUN_MAX_ATTEMPTS): the sweeper ends the run with an is_error answer."""
+    thread = new_thread(fault_client)
+    message_id = post(fault_client, thread, "[[latency:4]] doomed").json()["createdMessage"]["id"]
+    wait_until(lambda: runs_of(fault_stack, [message_id])[message_id]["status"] == "in_progress", timeout=20,
+               what="the run in progress")
+    kill_workers(fault_stack)
+    with fault_stack.db.begin() as conn:  # as if this had been its last allowed attempt
+        conn.execute(text("UPDATE runs SET attempts = :n WHERE request_message_id::text = :id"),
+                     {"n": int(fault_stack.env["RUN_MAX_ATTEMPTS"]), "id": message_id})
+    start_another_worker(fault_stack)  # runs the sweeper's task; the lease expires meanwhile
+    rows = wait_answered(fault_stack, [message_id], timeout=30)
+    assert_exactly_once(rows, status="failed")
+    answer = fault_client.get(f"/api/v1/ai/threads/{thread}/messages").json()["data"][1]
+    assert answer["is_error"] is True and answer["status"] == "failed"
+    assert answer["content"] == "Sorry, I could not produce an answer this time. Please try again."
