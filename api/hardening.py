@@ -15,7 +15,6 @@ It also reads the ``If-Thread-Idle`` precondition for the message services and a
 from __future__ import annotations
 
 import json
-import logging
 import math
 import re
 import time
@@ -27,7 +26,6 @@ from shared.config import settings
 from shared.errors import BadRequest, ValidationFailed
 from shared.services import messages
 
-log = logging.getLogger(__name__)
 BODY_METHODS = ("POST", "PUT", "PATCH")
 CONTEXT_FIELDS = ("context", "state")
 UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
@@ -153,23 +151,23 @@ def reset_precondition(_exc: BaseException | None = None) -> None:
 
 
 def rate_limit_headers(response: Response) -> Response:
-    """The IETF draft RateLimit-* fields for the limit that applied (RateLimit-Reset in seconds), next
-    to flask-limiter's X-RateLimit-* ones."""
-    from api.extensions import limiter
-
-    try:
-        current = limiter.current_limit
-        if current is not None:
-            remaining, reset_at = current.remaining, current.reset_at  # may ask the limiter's storage
-            response.headers["RateLimit-Limit"] = str(current.limit.amount)
-            response.headers["RateLimit-Remaining"] = str(max(0, remaining))
-            response.headers["RateLimit-Reset"] = str(max(0, math.ceil(reset_at - time.time())))
-    except Exception:  # noqa: BLE001 - limiter storage (Redis) down: answer without the headers
-        log.debug("rate-limit headers skipped", exc_info=True)
+    """The IETF draft RateLimit-* fields next to flask-limiter's X-RateLimit-* ones (copied, so no
+    second trip to the limiter's storage; RateLimit-Reset is in seconds, X-RateLimit-Reset a time)."""
+    headers = response.headers
+    if "X-RateLimit-Limit" in headers:
+        headers["RateLimit-Limit"] = headers["X-RateLimit-Limit"]
+        headers["RateLimit-Remaining"] = headers.get("X-RateLimit-Remaining", "0")
+        try:
+            reset = max(0, math.ceil(float(headers["X-RateLimit-Reset"]) - time.time()))
+        except (KeyError, ValueError):
+            reset = 0
+        headers["RateLimit-Reset"] = str(reset)
     return response
 
 
 def install(app: Flask) -> None:
     app.before_request(guard_request)
     app.teardown_request(reset_precondition)
-    app.after_request(rate_limit_headers)
+    # after_request functions run in reverse order of registration: first in the list runs last,
+    # after flask-limiter has added its headers.
+    app.after_request_funcs.setdefault(None, []).insert(0, rate_limit_headers)

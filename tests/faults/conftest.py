@@ -7,6 +7,7 @@ At the end of the session the ledger checks exactly-once in the database and pri
 from __future__ import annotations
 
 import json
+import shutil
 import uuid
 from types import SimpleNamespace
 
@@ -37,6 +38,7 @@ def fault_stack():
     """The stack with a restartable broker and a cuttable database connection."""
     stack = Stack(**FAULT_SETTINGS)
     if stack.mode != "production":
+        shutil.rmtree(stack.tmp, ignore_errors=True)
         pytest.skip("fault injection needs the production stack (PostgreSQL + Redis)")
     redis = PrivateRedis(stack.tmp).start()
     direct = make_url(stack.database_url)
