@@ -1,0 +1,68 @@
+"""Unit tests of the core's pure parts: request schemas, wait parsing, prompt window, form merge."""
+from __future__ import annotations
+
+import pytest
+from flask import Flask
+from marshmallow import ValidationError
+
+from api.dialects.ai_threads.schemas import MessageCreate
+from api.waiting import idempotency_key, requested_wait
+from shared.config import settings
+from shared.errors import ValidationFailed
+from worker.agent.prompt import history_window
+from worker.tools.context import merge
+
+
+def test_message_schema_accepts_context_or_state_and_limits_content():
+    assert MessageCreate().load({"content": "hi", "state": {"a": 1}})["state"] == {"a": 1}
+    with pytest.raises(ValidationError) as excinfo:
+        MessageCreate().load({"content": "hi", "context": {}, "state": {}})
+    assert "state" in excinfo.value.messages
+    with pytest.raises(ValidationError) as excinfo:
+        MessageCreate().load({"content": "x" * 5001})
+    assert "content" in excinfo.value.messages
+    with pytest.raises(ValidationError):
+        MessageCreate().load({"content": "hi", "surprise": True})
+
+
+@pytest.mark.parametrize("query, header, expected", [
+    ("", "", settings.wait_default),
+    ("?wait=3", "", 3.0),
+    ("", "respond-async, wait=7", 7.0),
+    ("?wait=2", "wait=9", 2.0),
+    ("?wait=100000", "", settings.wait_max),
+])
+def test_requested_wait(query, header, expected):
+    app = Flask(__name__)
+    with app.test_request_context(f"/x{query}", headers={"Prefer": header} if header else {}):
+        assert requested_wait() == expected
+
+
+@pytest.mark.parametrize("query", ["?wait=-1", "?wait=soon", "?wait=nan", "?wait=inf"])
+def test_requested_wait_rejects_nonsense(query):
+    with Flask(__name__).test_request_context(f"/x{query}"):
+        with pytest.raises(ValidationFailed):
+            requested_wait()
+
+
+def test_idempotency_key_bounds():
+    app = Flask(__name__)
+    with app.test_request_context("/x", headers={"Idempotency-Key": " abc "}):
+        assert idempotency_key() == "abc"
+    with app.test_request_context("/x", headers={"Idempotency-Key": "k" * 256}):
+        with pytest.raises(ValidationFailed):
+            idempotency_key()
+
+
+def test_history_window_keeps_the_newest_that_fit():
+    history = [{"role": "user", "content": "a" * 400}, {"role": "assistant", "content": "b" * 400},
+               {"role": "user", "content": "c" * 40}]
+    assert [m["content"][0] for m in history_window(history, 120)] == ["b", "c"]
+    assert history_window(history, 5) == []
+
+
+def test_merge_changes_nested_form_fields_without_touching_the_rest():
+    base = {"page": ["gymView", 123], "form": {"name": "", "city": "Oslo"}}
+    merged = merge(base, {"form": {"name": "Ada"}})
+    assert merged == {"page": ["gymView", 123], "form": {"name": "Ada", "city": "Oslo"}}
+    assert base["form"]["name"] == ""  # the input is not mutated
