@@ -1,9 +1,10 @@
 """Run-finished notifications: the worker publishes, waiting API requests wake up.
 
 Redis pub/sub carries the wake-up; the database stays the truth. Each waiter re-reads the row after
-waking and also every few seconds, so a lost notification delays an answer but never loses it. One
-listener per process serves every waiting request (cheap under gevent with thousands of waiters).
-Without Redis (embedded mode) waiting is polling.
+waking. A lost notification delays an answer but never loses it: every few seconds one query per
+process looks up which of all the awaited runs have finished and wakes those waiters (so a thousand
+waiters cost one query per interval, not a thousand). One listener per process serves every waiting
+request (cheap under gevent). Without Redis (embedded mode) waiting is polling.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from shared.config import settings
 
 log = logging.getLogger(__name__)
 
-SAFETY_RECHECK = 5.0  # seconds between a waiter's own re-reads, in case a wake-up was lost
+SAFETY_RECHECK = 3.0  # seconds between the process's batched look-ups, in case a wake-up was lost
 
 _client = None
 _client_lock = threading.Lock()
@@ -51,6 +52,7 @@ class _Listener:
         self._events: dict[str, set[threading.Event]] = defaultdict(set)
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        self._rechecker: threading.Thread | None = None
 
     def register(self, run_id: str) -> threading.Event:
         event = threading.Event()
@@ -59,6 +61,9 @@ class _Listener:
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._listen, name="run-finished-listener", daemon=True)
                 self._thread.start()
+            if self._rechecker is None or not self._rechecker.is_alive():
+                self._rechecker = threading.Thread(target=self._recheck, name="run-finished-recheck", daemon=True)
+                self._rechecker.start()
         return event
 
     def unregister(self, run_id: str, event: threading.Event) -> None:
@@ -94,31 +99,63 @@ class _Listener:
                 time.sleep(0.5)
 
 
+    def _recheck(self) -> None:
+        while True:
+            time.sleep(SAFETY_RECHECK)
+            with self._lock:
+                awaited = list(self._events)
+            if not awaited:
+                continue
+            try:
+                for run_id in finished_runs(awaited):
+                    self._wake(run_id)
+            except Exception:  # noqa: BLE001 - the database is down: waiters time out and answer pending
+                log.warning("could not re-check awaited runs", exc_info=True)
+
+
+def finished_runs(run_ids: list[str]) -> set[str]:
+    """Which of these runs are no longer queued or in progress (one query per thousand ids)."""
+    import uuid
+
+    from sqlalchemy import select
+
+    from shared.db import transaction
+    from shared.models import Run
+
+    done: set[str] = set()
+    with transaction() as session:
+        for start in range(0, len(run_ids), 1000):
+            batch = [uuid.UUID(r) for r in run_ids[start:start + 1000]]
+            done.update(str(r) for r in session.scalars(
+                select(Run.id).where(Run.id.in_(batch), Run.status.notin_(("queued", "in_progress")))
+            ))
+    return done
+
+
 _listener = _Listener()
 
 
 def wait_for_run(run_id: str, timeout: float, is_done: Callable[[], bool]) -> bool:
     """Block up to ``timeout`` seconds until ``is_done()``; True if it finished in time."""
     deadline = time.monotonic() + timeout
-    if is_done():
-        return True
     if timeout <= 0:
-        return False
+        return is_done()
     if settings.embedded:
-        while time.monotonic() < deadline:
-            time.sleep(min(settings.poll_interval, max(0.0, deadline - time.monotonic())))
+        while True:
             if is_done():
                 return True
-        return False
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(min(settings.poll_interval, max(0.0, deadline - time.monotonic())))
     event = _listener.register(str(run_id))
     try:
-        if is_done():
+        if is_done():  # finished before we subscribed
             return True
         while (remaining := deadline - time.monotonic()) > 0:
-            event.wait(min(remaining, SAFETY_RECHECK))
-            event.clear()
-            if is_done():
-                return True
+            if event.wait(remaining):
+                event.clear()
+                if is_done():
+                    return True
         return False
     finally:
         _listener.unregister(str(run_id), event)
