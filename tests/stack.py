@@ -146,6 +146,17 @@ class Stack:
         subprocess.run([sys.executable, "-m", "alembic", "upgrade", "head"], cwd=ROOT, env=self.env, check=True,
                        capture_output=True)
 
+    def forget_redis_keys(self) -> None:
+        """Remove this session's queue bindings and rate-limit counters from the shared Redis."""
+        if self.mode != "production" or self.env["REDIS_URL"] != TEST_REDIS_URL:
+            return
+        import redis
+
+        client = redis.Redis.from_url(TEST_REDIS_URL)
+        for key in client.scan_iter(match=f"*{self.queue}*", count=1000):
+            client.delete(key)
+        client.close()
+
     def drop_database(self) -> None:
         if self.mode != "production":
             return
@@ -172,6 +183,7 @@ class Stack:
         db.dispose()
         try:
             self.drop_database()
+            self.forget_redis_keys()
         finally:
             if os.environ.get("KEEP_TEST_LOGS") is None:
                 shutil.rmtree(self.tmp, ignore_errors=True)
