@@ -66,3 +66,15 @@ def test_merge_changes_nested_form_fields_without_touching_the_rest():
     merged = merge(base, {"form": {"name": "Ada"}})
     assert merged == {"page": ["gymView", 123], "form": {"name": "Ada", "city": "Oslo"}}
     assert base["form"]["name"] == ""  # the input is not mutated
+
+
+def test_every_tool_refuses_identity_arguments_and_unknown_keys():
+    """The loop checks each tool's arguments against its own schema before running it."""
+    from worker.tools import REGISTRY, ToolContext, ToolError, dispatch
+
+    ctx = ToolContext(tenant_id=None, user_id="someone", thread_id=1, run_id=None, context=None)
+    for module in REGISTRY.values():
+        with pytest.raises(ToolError, match="current user"):
+            dispatch(module, {"user_id": "victim"}, ctx)
+        with pytest.raises(ToolError, match="unexpected"):
+            dispatch(module, {"surprise": 1}, ctx)

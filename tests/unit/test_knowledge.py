@@ -9,7 +9,7 @@ import pytest
 from shared.errors import NotFound
 from shared.services import knowledge
 from tests.unit.kb_database import database, make_person, tool_context  # noqa: F401 - fixtures
-from worker.tools import ToolError, read_doc, search_docs
+from worker.tools import ToolError, dispatch, read_doc, search_docs
 
 ROTATION_V1 = "# Keys\n\nRotate the gizmo key every ninety days. Old keys stop working a day later.\n"
 ROTATION_V2 = "# Keys\n\nRotate the gizmo key every thirty days. Old keys stop working at once.\n"
@@ -113,7 +113,7 @@ def test_search_docs_tool_records_sources_for_citations(make_person):
     person = make_person()
     knowledge.ingest_text("cit.md", "# Cit\n\nThe ocelot rests at noon.\n", tenant_id=person.tenant_id)
     ctx = tool_context(person)
-    result = search_docs.run({"query": "ocelot noon"}, ctx)
+    result = dispatch(search_docs, {"query": "ocelot noon"}, ctx)
     [hit] = result["results"]
     assert set(hit) == {"chunk_id", "document_name", "path", "heading", "content"}
     source = ctx.sources[hit["chunk_id"]]
@@ -122,7 +122,7 @@ def test_search_docs_tool_records_sources_for_citations(make_person):
                       "document_version_id": view.document_version_id, "document_name": "Cit",
                       "document_version": 1, "path": "cit.md"}
     assert all(isinstance(source[k], str) for k in ("document_id", "document_version_id"))
-    assert search_docs.run({"query": "nothing matches zyzzyva"}, ctx) == {"results": []}
+    assert dispatch(search_docs, {"query": "nothing matches zyzzyva"}, ctx) == {"results": []}
 
 
 @pytest.mark.parametrize("args, message", [
@@ -134,7 +134,7 @@ def test_search_docs_tool_records_sources_for_citations(make_person):
 ])
 def test_search_docs_rejects_bad_arguments(make_person, args, message):
     with pytest.raises(ToolError, match=message):
-        search_docs.run(args, tool_context(make_person()))
+        dispatch(search_docs, args, tool_context(make_person()))
 
 
 def test_read_doc_by_id_or_name_scoped_to_the_tenant(make_person):
@@ -142,22 +142,22 @@ def test_read_doc_by_id_or_name_scoped_to_the_tenant(make_person):
     paragraphs = "\n\n".join(f"Part {i}: " + "lorem ipsum " * 100 for i in range(4))
     knowledge.ingest_text("long.md", f"# Long Read\n\n{paragraphs}\n", tenant_id=alice.tenant_id)
     ctx = tool_context(alice)
-    whole = read_doc.run({"document_name": "Long Read"}, ctx)
+    whole = dispatch(read_doc, {"document_name": "Long Read"}, ctx)
     assert whole["content"].startswith("Part 0") and whole["truncated"] is False
     assert [c["content"][:6] for c in whole["more_chunks"]] == ["Part 1", "Part 2", "Part 3"]
     assert set(ctx.sources) == {whole["chunk_id"], *(c["chunk_id"] for c in whole["more_chunks"])}
 
-    one = read_doc.run({"chunk_id": whole["more_chunks"][0]["chunk_id"]}, tool_context(alice))
+    one = dispatch(read_doc, {"chunk_id": whole["more_chunks"][0]["chunk_id"]}, tool_context(alice))
     assert one["content"].startswith("Part 1") and one["document_name"] == "Long Read"
 
     stranger = tool_context(bob)
     with pytest.raises(ToolError, match="not found"):
-        read_doc.run({"chunk_id": whole["chunk_id"]}, stranger)
+        dispatch(read_doc, {"chunk_id": whole["chunk_id"]}, stranger)
     with pytest.raises(ToolError, match="not found"):
-        read_doc.run({"document_name": "Long Read"}, stranger)
+        dispatch(read_doc, {"document_name": "Long Read"}, stranger)
     assert stranger.sources == {}
     with pytest.raises(ToolError, match="exactly one"):
-        read_doc.run({"chunk_id": whole["chunk_id"], "document_name": "Long Read"}, ctx)
+        dispatch(read_doc, {"chunk_id": whole["chunk_id"], "document_name": "Long Read"}, ctx)
 
 
 def test_read_doc_by_name_stops_at_the_size_budget(make_person, monkeypatch):
@@ -167,7 +167,7 @@ def test_read_doc_by_name_stops_at_the_size_budget(make_person, monkeypatch):
     paragraphs = "\n\n".join(f"Part {i}: " + "lorem ipsum " * 100 for i in range(4))
     knowledge.ingest_text("budget.md", f"# Budget\n\n{paragraphs}\n", tenant_id=person.tenant_id)
     monkeypatch.setattr(module, "settings", type("S", (), {"docs_read_max_chars": 2500})())
-    body = read_doc.run({"document_name": "budget.md"}, tool_context(person))
+    body = dispatch(read_doc, {"document_name": "budget.md"}, tool_context(person))
     assert len(body["more_chunks"]) == 1 and body["truncated"] is True
 
 

@@ -10,7 +10,7 @@ import pytest
 from shared.errors import Conflict, ValidationFailed
 from shared.services import memories
 from tests.unit.kb_database import database, make_person, tool_context  # noqa: F401 - fixtures
-from worker.tools import ToolError, delete_memory, save_memory, search_memories
+from worker.tools import ToolError, delete_memory, dispatch, save_memory, search_memories
 
 
 def contents(views):
@@ -88,23 +88,23 @@ def test_memory_tools_act_for_the_context_user_only(make_person):
                        (delete_memory, {"query": "seagull", "tenant_id": str(victim.tenant_id)}),
                        (search_memories, {"query": "seagull", "owner": victim.id})):
         with pytest.raises(ToolError, match="current user"):
-            tool.run(args, ctx)
-    assert search_memories.run({"query": "seagull"}, ctx) == {"memories": []}
-    assert delete_memory.run({"query": "bank PIN hint seagull"}, ctx) == {"deleted": 0}
+            dispatch(tool, args, ctx)
+    assert dispatch(search_memories, {"query": "seagull"}, ctx) == {"memories": []}
+    assert dispatch(delete_memory, {"query": "bank PIN hint seagull"}, ctx) == {"deleted": 0}
     assert contents(memories.search(victim.tenant_id, victim.id, "seagull")) == ["My bank PIN hint is seagull"]
 
 
 def test_memory_tools_round_trip(make_person):
     person = make_person()
     ctx = tool_context(person)
-    saved = save_memory.run({"content": "My favourite colour is teal"}, ctx)["saved"]
+    saved = dispatch(save_memory, {"content": "My favourite colour is teal"}, ctx)["saved"]
     assert set(saved) == {"id", "content"} and saved["content"] == "My favourite colour is teal"
-    assert search_memories.run({"query": "favourite colour"}, ctx) == {"memories": [saved]}
-    assert delete_memory.run({"id": saved["id"]}, ctx) == {"deleted": 1}
-    assert search_memories.run({"query": "favourite colour"}, ctx) == {"memories": []}
+    assert dispatch(search_memories, {"query": "favourite colour"}, ctx) == {"memories": [saved]}
+    assert dispatch(delete_memory, {"id": saved["id"]}, ctx) == {"deleted": 1}
+    assert dispatch(search_memories, {"query": "favourite colour"}, ctx) == {"memories": []}
     with pytest.raises(ToolError, match="exactly one"):
-        delete_memory.run({}, ctx)
+        dispatch(delete_memory, {}, ctx)
     with pytest.raises(ToolError, match="at most"):
-        save_memory.run({"content": "y" * 1001}, ctx)
+        dispatch(save_memory, {"content": "y" * 1001}, ctx)
     with pytest.raises(ToolError, match="required"):
-        save_memory.run({}, ctx)
+        dispatch(save_memory, {}, ctx)

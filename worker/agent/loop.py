@@ -125,7 +125,7 @@ class Agent:
             arguments = json.loads(call.function.arguments or "{}")
             if not isinstance(arguments, dict):
                 raise ToolError("arguments must be a JSON object")
-            return json.dumps(module.run(arguments, self.ctx), default=str), "completed", started, arguments
+            return json.dumps(tools.dispatch(module, arguments, self.ctx), default=str), "completed", started, arguments
         except (ToolError, json.JSONDecodeError) as exc:
             return json.dumps({"error": str(exc)}), "failed", started, arguments
         except Exception as exc:  # noqa: BLE001 - a tool bug is reported to the model, not fatal to the run

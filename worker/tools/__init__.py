@@ -45,5 +45,13 @@ def available(allowed: list[str] | None) -> list[ModuleType]:
     return [m for name, m in REGISTRY.items() if allowed is None or name in allowed]
 
 
+def dispatch(module: ModuleType, args: dict[str, Any], ctx: ToolContext) -> dict[str, Any]:
+    """Run a tool after checking its arguments against its own JSON schema (unknown keys, identity
+    keys such as user_id, types, lengths): every tool gets the same checks in one place."""
+    from worker.tools.arguments import check
+
+    return module.run(check(args, module.SCHEMA), ctx)
+
+
 def schema(module: ModuleType) -> dict[str, Any]:
     return {"type": "function", "function": {"name": module.NAME, **module.SCHEMA}}

@@ -5,7 +5,6 @@ from typing import Any
 
 from shared.errors import ThreadlineError
 from shared.services import memories
-from worker.tools.arguments import check
 
 NAME = "delete_memory"
 SCHEMA = {
@@ -24,7 +23,6 @@ SCHEMA = {
 def run(args: dict[str, Any], ctx) -> dict[str, Any]:
     from worker.tools import ToolError
 
-    check(args, SCHEMA)
     if bool(args.get("id")) == bool(args.get("query")):
         raise ToolError("give exactly one of 'id' or 'query'")
     try:

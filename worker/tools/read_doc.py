@@ -5,7 +5,6 @@ from typing import Any
 
 from shared.config import settings
 from shared.services import knowledge
-from worker.tools.arguments import check
 
 NAME = "read_doc"
 SCHEMA = {
@@ -24,7 +23,6 @@ SCHEMA = {
 def run(args: dict[str, Any], ctx) -> dict[str, Any]:
     from worker.tools import ToolError
 
-    check(args, SCHEMA)
     chunk_id, name = args.get("chunk_id"), args.get("document_name")
     if bool(chunk_id) == bool(name):
         raise ToolError("give exactly one of 'chunk_id' or 'document_name'")

@@ -12,14 +12,14 @@ SCHEMA = {
     "Private, internal and local network addresses are refused; big pages are cut short.",
     "parameters": {
         "type": "object",
-        "properties": {"url": {"type": "string", "description": "The absolute http:// or https:// URL to read."}},
+        "properties": {"url": {"type": "string", "maxLength": 2048,
+                               "description": "The absolute http:// or https:// URL to read."}},
         "required": ["url"],
     },
 }
 
 HTML_TYPES = ("text/html", "application/xhtml+xml")
 TEXT_TYPES = ("application/json", "application/xml", "application/javascript")
-MAX_URL = 2048
 
 
 def html_to_text(html: bytes) -> tuple[str, str]:
@@ -67,9 +67,7 @@ def read(url: str) -> dict[str, Any]:
 def run(args: dict[str, Any], ctx) -> dict[str, Any]:
     from worker.tools import ToolError
 
-    url = args.get("url")
-    if not isinstance(url, str) or not url.strip():
-        raise ToolError("'url' must be a non-empty string")
-    if len(url) > MAX_URL:
-        raise ToolError(f"'url' is longer than {MAX_URL} characters")
+    url = args["url"]
+    if not url.strip():
+        raise ToolError("'url' must not be empty")
     return read(url.strip())

@@ -5,7 +5,6 @@ from typing import Any
 
 from shared.errors import ThreadlineError
 from shared.services import memories
-from worker.tools.arguments import check
 
 NAME = "save_memory"
 SCHEMA = {
@@ -22,7 +21,6 @@ SCHEMA = {
 def run(args: dict[str, Any], ctx) -> dict[str, Any]:
     from worker.tools import ToolError
 
-    check(args, SCHEMA)
     try:
         saved = memories.save(ctx.tenant_id, ctx.user_id, args["content"], source_thread_id=ctx.thread_id)
     except ThreadlineError as exc:

@@ -4,7 +4,6 @@ from __future__ import annotations
 from typing import Any
 
 from shared.services import knowledge
-from worker.tools.arguments import check
 
 NAME = "search_docs"
 SCHEMA = {
@@ -25,7 +24,6 @@ SCHEMA = {
 def run(args: dict[str, Any], ctx) -> dict[str, Any]:
     from worker.tools import ToolError
 
-    check(args, SCHEMA)
     query = args["query"].strip()
     if not query:
         raise ToolError("'query' must not be empty")

@@ -4,7 +4,6 @@ from __future__ import annotations
 from typing import Any
 
 from shared.services import memories
-from worker.tools.arguments import check
 
 NAME = "search_memories"
 SCHEMA = {
@@ -21,6 +20,5 @@ SCHEMA = {
 
 
 def run(args: dict[str, Any], ctx) -> dict[str, Any]:
-    check(args, SCHEMA)
     found = memories.search(ctx.tenant_id, ctx.user_id, args["query"], args.get("limit") or 5)
     return {"memories": [m.as_dict() for m in found]}

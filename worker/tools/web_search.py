@@ -20,13 +20,12 @@ SCHEMA = {
     "with read_web_page.",
     "parameters": {
         "type": "object",
-        "properties": {"query": {"type": "string", "description": "What to search for."}},
+        "properties": {"query": {"type": "string", "maxLength": 500, "description": "What to search for."}},
         "required": ["query"],
     },
 }
 
 MAX_RESULTS = 5
-MAX_QUERY = 500
 NOT_CONFIGURED = "web search is not configured (set WEB_SEARCH_URL)"
 
 
@@ -87,11 +86,9 @@ def provider() -> SearchProvider | None:
 def run(args: dict[str, Any], ctx) -> dict[str, Any]:
     from worker.tools import ToolError
 
-    query = args.get("query")
-    if not isinstance(query, str) or not query.strip():
-        raise ToolError("'query' must be a non-empty string")
-    if len(query) > MAX_QUERY:
-        raise ToolError(f"'query' is longer than {MAX_QUERY} characters")
+    query = args["query"]
+    if not query.strip():
+        raise ToolError("'query' must not be empty")
     try:
         chosen = provider()
         if chosen is None:
