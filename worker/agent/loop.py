@@ -46,7 +46,6 @@ class Agent:
         self.job = job
         self.still_ours = still_ours
         self.entry = llm.model_entry(job.model_id)
-        self.client = llm.client_for(self.entry)
         self.toolset = tools.available(job.allowed_tools)
         self.ctx = ToolContext(
             tenant_id=job.tenant_id, user_id=job.user_id, thread_id=job.thread_id, run_id=job.run_id,
@@ -87,7 +86,7 @@ class Agent:
         retries = max(0, min(settings.model_max_retries, int(remaining // timeout) - 1))
         status, usage, summary = "failed", None, ""
         try:
-            response = self.client.with_options(max_retries=retries).chat.completions.create(
+            response = llm.client_for(self.entry, retries).chat.completions.create(
                 model=self.entry.model, messages=self.messages, timeout=timeout, **kwargs
             )
             message = response.choices[0].message
