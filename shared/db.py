@@ -1,10 +1,11 @@
 """Engine and sessions. One engine per process, created lazily so forked workers get their own."""
 from __future__ import annotations
 
+import time
 from contextlib import contextmanager
 from typing import Iterator
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, exc
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared.config import settings
@@ -32,8 +33,32 @@ def make_engine(url: str) -> Engine:
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 10})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(url, pool_size=settings.db_pool_size, max_overflow=settings.db_max_overflow,
-                         pool_pre_ping=True, pool_timeout=settings.db_pool_timeout)
+    engine = create_engine(url, pool_size=settings.db_pool_size, max_overflow=settings.db_max_overflow,
+                           pool_timeout=settings.db_pool_timeout)
+    event.listen(engine, "checkin", _note_checkin)
+    event.listen(engine, "checkout", _ping_if_idle)
+    return engine
+
+
+IDLE_BEFORE_PING = 1.0  # seconds a pooled connection may sit unused before it is checked on checkout
+
+
+def _note_checkin(_dbapi_connection, record) -> None:
+    record.info["checked_in"] = time.monotonic()
+
+
+def _ping_if_idle(dbapi_connection, record, _proxy) -> None:
+    """pool_pre_ping costs a round trip on every checkout, ~8 per message. A connection that was in use
+    a moment ago is alive, or its failure already invalidated the pool (SQLAlchemy drops every older
+    connection on a disconnect): only ping one that sat idle, where a restart or a cut may hide."""
+    if time.monotonic() - record.info.get("checked_in", 0.0) < IDLE_BEFORE_PING:
+        return
+    try:
+        with dbapi_connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        dbapi_connection.rollback()
+    except Exception as error:  # noqa: BLE001 - any failure means this connection is unusable
+        raise exc.DisconnectionError(str(error)) from error  # the pool discards it and connects anew
 
 
 def engine() -> Engine:
@@ -61,5 +86,24 @@ def transaction() -> Iterator[Session]:
         yield session
 
 
+@contextmanager
+def read() -> Iterator[Session]:
+    """A session for reads that need no transaction. On PostgreSQL its connection runs in autocommit,
+    so each statement is one round trip, without BEGIN and COMMIT around it. Use transaction() for
+    anything that writes."""
+    engine()
+    assert _factory is not None and _engine is not None
+    with _engine.connect() as connection, _factory(bind=connection) as session:
+        if connection.dialect.driver != "psycopg2":
+            yield session
+            return
+        # psycopg2's own autocommit switch, not execution_options(isolation_level=...): that one
+        # resets the connection with an extra "SET default_transaction_isolation" round trip.
+        raw = connection.connection.dbapi_connection
+        raw.autocommit = True
+        try:
+            yield session
+        finally:
+            raw.autocommit = False
 def is_postgres() -> bool:
     return engine().dialect.name == "postgresql"

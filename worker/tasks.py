@@ -74,12 +74,12 @@ def execute_run(run_id: str) -> str:
         except Exception as exc:  # noqa: BLE001 - a bug must end the run, not leave it hanging
             log.exception("run %s crashed", run_id)
             outcome = Outcome(content=CRASHED_TEXT, is_error=True, error=f"{type(exc).__name__}: {exc}"[:1000])
-    if not runs.finish(job, outcome):
+    if (finished := runs.finish(job, outcome)) is None:
         log.warning("run %s: lease lost before the answer was stored", run_id)
         return "lease-lost"
     notify.publish_run_finished(run_id)
-    if (following := runs.next_queued_run(job.thread_id)) is not None:
-        enqueue_run(following)
+    if finished.next_run is not None:
+        enqueue_run(finished.next_run)
     return "failed" if outcome.is_error else "completed"
 
 

@@ -263,6 +263,9 @@ def validate_chat_body(body) -> None:
 
 
 def _chat_completions(state: ControlState, environ, start_response):
+    scheme, _, key = environ.get("HTTP_AUTHORIZATION", "").partition(" ")
+    if scheme.lower() != "bearer" or not key.strip():  # as OpenAI answers a request without a key
+        return _error(start_response, 401, "You didn't provide an API key.", "invalid_request_error")
     body = _read_json(environ)
     validate_chat_body(body)
     messages = body["messages"]

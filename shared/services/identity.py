@@ -11,7 +11,7 @@ from sqlalchemy import select, update
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from shared import permissions
-from shared.db import transaction
+from shared.db import read, transaction
 from shared.errors import Conflict, NotFound, Unauthorized
 from shared.models import ApiToken, Tenant, User, utcnow
 from shared.permissions import Principal
@@ -83,24 +83,29 @@ def revoke_token(token_id: uuid.UUID) -> None:
 
 
 def authenticate_token(plain: str) -> Principal:
-    """Resolve a bearer token to its caller, or raise Unauthorized (one message for every failure)."""
+    """Resolve a bearer token to its caller, or raise Unauthorized (one message for every failure).
+
+    Every request does this: one autocommit read; the rare last-used touch is a separate write."""
     digest = hash_token(plain)
-    with transaction() as session:
+    with read() as session:
         row = session.execute(
-            select(ApiToken, User).join(User, User.id == ApiToken.user_id).where(ApiToken.token_hash == digest)
+            select(ApiToken.id, ApiToken.token_hash, ApiToken.permissions, ApiToken.expires_at,
+                   ApiToken.revoked_at, ApiToken.last_used_at, User.id.label("user_id"), User.tenant_id,
+                   User.permissions.label("user_permissions"))
+            .join(User, User.id == ApiToken.user_id).where(ApiToken.token_hash == digest)
         ).first()
-        now = utcnow()
-        if row is None or not hmac.compare_digest(row.ApiToken.token_hash, digest):
-            raise Unauthorized("Invalid or expired token.")
-        token, user = row.ApiToken, row.User
-        if token.revoked_at is not None or (token.expires_at is not None and token.expires_at <= now):
-            raise Unauthorized("Invalid or expired token.")
-        if token.last_used_at is None or now - token.last_used_at > LAST_USED_RESOLUTION:
-            token.last_used_at = now
-        granted = set(user.permissions or [])
-        if token.permissions is not None:
-            granted &= set(token.permissions)
-        return Principal(user_id=user.id, tenant_id=user.tenant_id, permissions=frozenset(granted), token_id=token.id)
+    now = utcnow()
+    if row is None or not hmac.compare_digest(row.token_hash, digest):
+        raise Unauthorized("Invalid or expired token.")
+    if row.revoked_at is not None or (row.expires_at is not None and row.expires_at <= now):
+        raise Unauthorized("Invalid or expired token.")
+    if row.last_used_at is None or now - row.last_used_at > LAST_USED_RESOLUTION:
+        with transaction() as session:
+            session.execute(update(ApiToken).where(ApiToken.id == row.id).values(last_used_at=now))
+    granted = set(row.user_permissions or [])
+    if row.permissions is not None:
+        granted &= set(row.permissions)
+    return Principal(user_id=row.user_id, tenant_id=row.tenant_id, permissions=frozenset(granted), token_id=row.id)
 
 
 def authenticate_password(email: str, password: str) -> Principal:

@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 
 from shared import text_search
 from shared.config import settings
-from shared.db import transaction
+from shared.db import read, transaction
 from shared.errors import Conflict, ValidationFailed
 from shared.models import Memory
 
@@ -60,32 +60,47 @@ def save(tenant_id: uuid.UUID, user_id: str, content: str, *, source_thread_id: 
 
 def search(tenant_id: uuid.UUID, user_id: str, query: str, limit: int = 5, *, relax: bool = True) -> list[MemoryView]:
     """The user's memories that best match ``query``, best first."""
+    with read() as session:
+        return _search(session, tenant_id, user_id, query, limit, relax=relax)
+
+
+def _search(session, tenant_id: uuid.UUID, user_id: str, query: str, limit: int, *, relax: bool = True) -> list[MemoryView]:
     limit = max(1, min(limit, MAX_SEARCH_RESULTS))
-    with transaction() as session:
-        ids = text_search.search(session, text_search.MEMORIES, query, _owned(tenant_id, user_id), limit, relax=relax)
-        rows = session.scalars(select(Memory).where(*_owned(tenant_id, user_id), Memory.id.in_(ids))).all() if ids else []
+    ids = text_search.search(session, text_search.MEMORIES, query, _owned(tenant_id, user_id), limit, relax=relax)
+    rows = session.scalars(select(Memory).where(*_owned(tenant_id, user_id), Memory.id.in_(ids))).all() if ids else []
     by_id = {m.id: _view(m) for m in rows}
     return [by_id[i] for i in ids if i in by_id]
 
 
 def recent(tenant_id: uuid.UUID, user_id: str, limit: int = 5) -> list[MemoryView]:
     """The user's newest memories, newest first."""
-    with transaction() as session:
-        rows = session.scalars(
-            select(Memory).where(*_owned(tenant_id, user_id)).order_by(Memory.created_at.desc(), Memory.id).limit(limit)
-        ).all()
-    return [_view(m) for m in rows]
+    with read() as session:
+        return _recent(session, tenant_id, user_id, limit)
+
+
+def _recent(session, tenant_id: uuid.UUID, user_id: str, limit: int) -> list[MemoryView]:
+    rows = session.execute(
+        select(Memory.id, Memory.content).where(*_owned(tenant_id, user_id))
+        .order_by(Memory.created_at.desc(), Memory.id).limit(limit)
+    ).all()
+    return [MemoryView(str(memory_id), content) for memory_id, content in rows]
 
 
 def recall(tenant_id: uuid.UUID, user_id: str, message: str, limit: int) -> list[str]:
-    """Memories for the system prompt: those matching the message first, then the newest, ``limit`` in all."""
+    """Memories for the system prompt: those matching the message first, then the newest, ``limit`` in all.
+
+    Runs before every answer, so the common case is one query: when all of the user's memories fit
+    (most users have a few, or none), they are all recalled and no search is needed."""
     if limit < 1:
         return []
-    chosen = {m.id: m.content for m in search(tenant_id, user_id, message, limit)} if message.strip() else {}
-    if len(chosen) < limit:
-        for memory in recent(tenant_id, user_id, limit):
+    with read() as session:
+        newest = _recent(session, tenant_id, user_id, limit + 1)
+        if len(newest) <= limit:
+            return [m.content for m in newest]
+        chosen = {m.id: m.content for m in _search(session, tenant_id, user_id, message, limit)} if message.strip() else {}
+        for memory in newest[:limit]:
             chosen.setdefault(memory.id, memory.content)
-    return list(chosen.values())[:limit]
+        return list(chosen.values())[:limit]
 
 
 def delete(tenant_id: uuid.UUID, user_id: str, *, memory_id: str | None = None, query: str | None = None) -> int:

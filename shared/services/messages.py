@@ -10,18 +10,18 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from shared import notify, permissions
-from shared.db import transaction
+from shared.db import read, transaction
 from shared.config import settings
 from shared.errors import Conflict, NotFound, RateLimited, ValidationFailed
 from shared.models import Message, Run, RunStep, Thread, User, utcnow
 from shared.permissions import Principal
 from shared.queue import enqueue_run
-from shared.services.threads import check_model, check_workflow, owned_thread
+from shared.services.threads import MAX_THREAD_ID, check_model, check_workflow, owned_thread
 
 MAX_CONTENT = 5000
 FINISHED = ("completed", "failed", "cancelled")
@@ -64,16 +64,11 @@ REQUIRE_IDLE: ContextVar[bool] = ContextVar("threadline_require_idle", default=F
 ACTIVE_RUNS = ("queued", "in_progress")
 
 
-def _check_capacity(session: Session, principal: Principal, thread_id: int) -> None:
-    """Refuse a post the caller asked to be refused (busy thread) or that would let one user fill
-    the queue (more than MAX_ACTIVE_RUNS_PER_USER answers pending). Locking the user row serialises
-    one user's posts, so neither check can be raced past by concurrent requests."""
+def _check_capacity(session: Session, principal: Principal) -> None:
+    """Refuse a post that would let one user fill the queue (more than MAX_ACTIVE_RUNS_PER_USER
+    answers pending). Locking the user row serialises one user's posts, so the check cannot be
+    raced past by concurrent requests."""
     session.execute(select(User.id).where(User.id == principal.user_id).with_for_update())
-    if REQUIRE_IDLE.get() and session.scalar(
-        select(Run.id).where(Run.thread_id == thread_id, Run.status.in_(ACTIVE_RUNS)).limit(1)
-    ) is not None:
-        raise Conflict("The thread is still answering an earlier message; retry when it is idle "
-                       "(or send the message without If-Thread-Idle to queue it).", retry_after=1)
     cap = settings.max_active_runs_per_user
     if cap > 0:
         active = session.scalar(
@@ -84,6 +79,51 @@ def _check_capacity(session: Session, principal: Principal, thread_id: int) -> N
         if active >= cap:
             raise RateLimited(f"You already have {active} answers in progress (the limit is {cap}); "
                               "wait for some to finish before sending more.", retry_after=5)
+
+
+def _check_idle(session: Session, thread_id: int) -> None:
+    """The caller asked (If-Thread-Idle) to be refused rather than queued behind an active run."""
+    if REQUIRE_IDLE.get() and session.scalar(
+        select(Run.id).where(Run.thread_id == thread_id, Run.status.in_(ACTIVE_RUNS)).limit(1)
+    ) is not None:
+        raise Conflict("The thread is still answering an earlier message; retry when it is idle "
+                       "(or send the message without If-Thread-Idle to queue it).", retry_after=1)
+
+
+def _reserve_seqs(session: Session, principal: Principal, thread_ref: int | uuid.UUID, count: int,
+                  context: dict[str, Any] | None = None):
+    """Lock the caller's thread and take the next ``count`` seqs, in one statement that also returns
+    what the post needs (the thread's model, workflow and last message time). Unknown threads and
+    other users' threads fall back to owned_thread for the precise 404/403."""
+    if isinstance(thread_ref, int):
+        if not 0 < thread_ref <= MAX_THREAD_ID:
+            raise NotFound("Thread not found.")
+        which = Thread.id == thread_ref
+    else:
+        which = Thread.public_id == thread_ref
+    values: dict[str, Any] = {"last_seq": Thread.last_seq + count, "updated_at": utcnow()}
+    if context is not None:
+        values["context"] = context
+    last_created = (
+        select(func.max(Message.created_at)).where(Message.thread_id == Thread.id).scalar_subquery()
+    )
+    row = session.execute(
+        update(Thread)
+        .where(which, Thread.tenant_id == principal.tenant_id, Thread.user_id == principal.user_id)
+        .values(**values)
+        .returning(Thread.id, Thread.last_seq, Thread.model_id, Thread.workflow_id, last_created.label("last_created"))
+        .execution_options(synchronize_session=False)
+    ).first()
+    if row is None:
+        owned_thread(session, principal, thread_ref)  # raises NotFound or Forbidden
+        raise NotFound("Thread not found.")
+    return row
+
+
+def _after(last: datetime | None) -> datetime:
+    """A creation time later than every message of the thread (see next_created_at)."""
+    now = utcnow()
+    return max(now, last + CREATED_AT_STEP) if last is not None else now
 
 
 def post_user_message(
@@ -112,39 +152,39 @@ def post_user_message(
     fingerprint = _request_hash(content=content, context=context, model=model_id, workflow=workflow_id)
     try:
         with transaction() as session:
-            thread = owned_thread(session, principal, thread_ref)
-            if client_message_id and (replay := _replay(session, thread.id, client_message_id, fingerprint)):
-                return replay
-            _check_capacity(session, principal, thread.id)
+            if client_message_id:
+                thread_id = owned_thread(session, principal, thread_ref).id
+                if replay := _replay(session, thread_id, client_message_id, fingerprint):
+                    return replay
+            _check_capacity(session, principal)
+            thread = _reserve_seqs(session, principal, thread_ref, 2, context)
+            _check_idle(session, thread.id)
             workflow = check_workflow(session, principal, workflow_id or thread.workflow_id)
-            now = utcnow()
-            values: dict[str, Any] = {"last_seq": Thread.last_seq + 2, "updated_at": now}
-            if context is not None:
-                values["context"] = context
-            seq = session.execute(
-                update(Thread).where(Thread.id == thread.id).values(**values).returning(Thread.last_seq)
-            ).scalar_one()
-            now = next_created_at(session, thread.id)  # the thread row is locked now: strictly increasing
+            now = _after(thread.last_created)  # the thread row is locked now: strictly increasing
             answer_at = now + CREATED_AT_STEP
             chosen_model = model_id or (workflow.model_id if workflow else None) or thread.model_id
+            common = dict(thread_id=thread.id, context_key=context_key, updated_context=None, citations=[],
+                          references=[], details=None, is_error=False)
             request = Message(
-                **({"id": message_id} if message_id else {}), thread_id=thread.id, seq=seq - 1, role="user",
-                content=content, context=context, context_key=context_key, client_message_id=client_message_id,
-                request_hash=fingerprint, status="completed", created_at=now, updated_at=now,
+                id=message_id or uuid.uuid4(), seq=thread.last_seq - 1, role="user", content=content,
+                context=context, client_message_id=client_message_id, request_hash=fingerprint,
+                status="completed", model_id=None, created_at=now, updated_at=now, **common,
             )
             response = Message(
-                thread_id=thread.id, seq=seq, role="assistant", content="", context_key=context_key,
-                status="queued", model_id=chosen_model, created_at=answer_at, updated_at=answer_at,
+                id=uuid.uuid4(), seq=thread.last_seq, role="assistant", content="", context=None,
+                client_message_id=None, request_hash=None, status="queued", model_id=chosen_model,
+                created_at=answer_at, updated_at=answer_at, **common,
             )
-            session.add_all([request, response])
-            session.flush()
-            run = Run(
-                thread_id=thread.id, request_message_id=request.id, response_message_id=response.id,
-                model_id=chosen_model, workflow_id=workflow.id if workflow else None, queued_at=now,
-            )
-            session.add(run)
-            session.flush()
-            exchange = Exchange(request=request, response=response, run_id=run.id)
+            run_id = uuid.uuid4()
+            # Core inserts of plain rows (one statement for both messages): the ORM unit of work
+            # costs more CPU than the round trips it would save.
+            session.execute(insert(Message.__table__), [_row(request), _row(response)])
+            session.execute(insert(Run).values(
+                id=run_id, thread_id=thread.id, request_message_id=request.id, response_message_id=response.id,
+                status="queued", attempts=0, model_id=chosen_model, workflow_id=workflow.id if workflow else None,
+                queued_at=now,
+            ))
+            exchange = Exchange(request=request, response=response, run_id=run_id)
     except IntegrityError:
         if not client_message_id:
             raise
@@ -158,24 +198,39 @@ def post_user_message(
     return exchange
 
 
+_MESSAGE_COLUMNS = [column.key for column in Message.__table__.columns]
+
+
+def _row(message: Message) -> dict[str, Any]:
+    return {key: getattr(message, key) for key in _MESSAGE_COLUMNS}
+
+
 def await_response(exchange: Exchange, timeout: float) -> Exchange:
-    """Wait up to ``timeout`` seconds for the answer, then return the exchange as it stands."""
+    """Wait up to ``timeout`` seconds for the answer, then return the exchange as it stands.
+
+    Each look is one autocommit read of the response message; a wake-up names this run, so the look
+    after it usually finds the answer and no separate status check is needed."""
     response_id = exchange.response.id
+    latest = exchange.response
+
+    def load() -> Message:
+        """The response as it is now, with its steps once it has finished (one session, no transaction)."""
+        with read() as session:
+            message = session.get(Message, response_id) or latest
+            exchange.steps = steps_by_message(session, [response_id]).get(response_id, []) if message.finished else []
+            return message
 
     def finished() -> bool:
-        with transaction() as session:
-            return session.scalar(select(Message.status).where(Message.id == response_id)) in FINISHED
+        nonlocal latest
+        latest = load()
+        return latest.finished
 
-    if not exchange.response.finished and timeout <= 0:
-        exchange.steps = []  # just queued: nothing to re-read (saves the pollable POST three queries)
-        return exchange
-    if not exchange.response.finished:
-        notify.wait_for_run(str(exchange.run_id), timeout, finished)
-    with transaction() as session:
-        exchange.response = session.get(Message, response_id) or exchange.response
-        exchange.steps = (
-            steps_by_message(session, [response_id]).get(response_id, []) if exchange.response.finished else []
-        )
+    exchange.steps = []
+    if latest.finished:  # a replayed post whose answer is already there
+        latest = load()
+    elif timeout > 0 and not notify.wait_for_run(str(exchange.run_id), timeout, finished):
+        latest = load()  # still running: report its current status
+    exchange.response = latest
     return exchange
 
 
@@ -243,9 +298,7 @@ def next_created_at(session: Session, thread_id: int) -> datetime:
     without this, messages could share a ``created_at`` (or go back in time) and a ``before`` cursor
     would skip some of them. With it, ``created_at`` order is ``seq`` order and every value is unique.
     """
-    now = utcnow()
-    last = session.scalar(select(func.max(Message.created_at)).where(Message.thread_id == thread_id))
-    return max(now, last + CREATED_AT_STEP) if last is not None else now
+    return _after(session.scalar(select(func.max(Message.created_at)).where(Message.thread_id == thread_id)))
 
 
 def create_message(

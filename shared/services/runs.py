@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, insert, or_, select, update
+from sqlalchemy import and_, bindparam, insert, or_, select, update
+from sqlalchemy.orm import aliased
 
 from shared.config import settings
 from shared.db import transaction
@@ -76,61 +77,94 @@ def _predecessor_active(session, thread_id: int, seq: int) -> bool:
     return session.scalar(earlier) is not None
 
 
+def _build_claim():
+    """The claim as one conditional UPDATE, built once: the run is queued (or its lease expired), has
+    attempts left, and no earlier message of its thread is still being answered."""
+    earlier_run, earlier_request, own_request = aliased(Run), aliased(Message), aliased(Message)
+    own_seq = select(own_request.seq).where(own_request.id == Run.request_message_id).correlate(Run).scalar_subquery()
+    predecessor = (
+        select(earlier_run.id)
+        .join(earlier_request, earlier_request.id == earlier_run.request_message_id)
+        .where(earlier_run.thread_id == Run.thread_id, earlier_run.status.in_(ACTIVE), earlier_request.seq < own_seq)
+        .correlate(Run)
+    )
+    now = bindparam("now")
+    return (
+        update(Run)
+        .where(
+            Run.id == bindparam("run_id"),
+            or_(Run.status == "queued", and_(Run.status == "in_progress", Run.lease_expires_at < now)),
+            Run.attempts < bindparam("max_attempts"),
+            ~predecessor.exists(),
+        )
+        .values(status="in_progress", attempts=Run.attempts + 1, lease_owner=bindparam("owner"),
+                lease_expires_at=bindparam("lease_until"), started_at=now)
+        .returning(Run.attempts, Run.thread_id, Run.request_message_id, Run.response_message_id, Run.model_id,
+                   Run.workflow_id)
+        .execution_options(synchronize_session=False)
+    )
+
+
+_CLAIM = _build_claim()
+HISTORY_LIMIT = 50
+
+
 def claim(run_id: uuid.UUID, owner: str) -> RunJob | None:
-    """Take the run if it is queued (or its lease expired) and its turn has come; None otherwise."""
+    """Take the run if it is queued (or its lease expired) and its turn has come; None otherwise.
+
+    Three statements in one transaction: the conditional claim, the response message marked in
+    progress, and the request with its history and thread."""
     now = utcnow()
     with transaction() as session:
-        row = session.execute(
-            select(Run, Message, Thread)
-            .join(Message, Message.id == Run.request_message_id)
-            .join(Thread, Thread.id == Run.thread_id)
-            .where(Run.id == run_id)
-        ).first()
-        if row is None:
-            return None
-        run, request, thread = row
-        if run.status not in ACTIVE or _predecessor_active(session, run.thread_id, request.seq):
-            return None
-        if run.status == "in_progress" and run.lease_expires_at is not None and run.lease_expires_at >= now:
-            return None  # a duplicate delivery while a worker holds a live lease: not ours to touch
-        if run.attempts >= settings.run_max_attempts:
-            _finish(session, run, Outcome(content=FAILED_TEXT, is_error=True, error="too many attempts"), "failed")
-            return None
-        attempt = session.execute(
-            update(Run)
-            .where(
-                Run.id == run_id,
-                or_(Run.status == "queued", and_(Run.status == "in_progress", Run.lease_expires_at < now)),
-            )
-            .values(
-                status="in_progress", attempts=Run.attempts + 1, lease_owner=owner,
-                lease_expires_at=now + timedelta(seconds=settings.lease_seconds), started_at=now,
-            )
-            .returning(Run.attempts)
-            .execution_options(synchronize_session=False)
-        ).scalar()
-        if attempt is None:
+        claimed = session.execute(_CLAIM, {
+            "run_id": run_id, "now": now, "max_attempts": settings.run_max_attempts, "owner": owner,
+            "lease_until": now + timedelta(seconds=settings.lease_seconds),
+        }).first()
+        if claimed is None:
+            _fail_if_out_of_attempts(session, run_id, now)
             return None
         session.execute(
-            update(Message).where(Message.id == run.response_message_id).values(status="in_progress", updated_at=now)
+            update(Message).where(Message.id == claimed.response_message_id).values(status="in_progress", updated_at=now)
         )
-        workflow = session.get(Workflow, run.workflow_id) if run.workflow_id else None
-        history_rows = session.execute(
-            select(Message.role, Message.content)
-            .where(Message.thread_id == run.thread_id, Message.seq < request.seq, Message.status == "completed")
+        # The request and the completed messages before it, newest first (the request first), with
+        # the thread's owner and context on each row: one query for everything the prompt needs.
+        asked = aliased(Message)
+        request_seq = select(asked.seq).where(asked.id == claimed.request_message_id).scalar_subquery()
+        rows = session.execute(
+            select(Message.id, Message.role, Message.content, Message.context, Message.context_key,
+                   Thread.tenant_id, Thread.user_id, Thread.context.label("thread_context"))
+            .join(Thread, Thread.id == Message.thread_id)
+            .where(Message.thread_id == claimed.thread_id, Message.seq <= request_seq, Message.status == "completed")
             .order_by(Message.seq.desc())
-            .limit(50)
+            .limit(HISTORY_LIMIT + 1)
         ).all()
+        if not rows or rows[0].id != claimed.request_message_id:  # user messages are stored completed
+            raise RuntimeError(f"run {run_id}: its request message is missing")
+        request, history = rows[0], rows[1:]
+        workflow = session.get(Workflow, claimed.workflow_id) if claimed.workflow_id else None
         return RunJob(
-            run_id=run.id, attempt=attempt, owner=owner, thread_id=thread.id, tenant_id=thread.tenant_id,
-            user_id=thread.user_id, model_id=run.model_id, request_message_id=request.id,
-            response_message_id=run.response_message_id, content=request.content,
-            context=request.context if request.context is not None else thread.context,
+            run_id=run_id, attempt=claimed.attempts, owner=owner, thread_id=claimed.thread_id,
+            tenant_id=request.tenant_id, user_id=request.user_id, model_id=claimed.model_id,
+            request_message_id=request.id, response_message_id=claimed.response_message_id, content=request.content,
+            context=request.context if request.context is not None else request.thread_context,
             context_key=request.context_key,
-            history=[{"role": role, "content": text} for role, text in reversed(history_rows) if text],
+            history=[{"role": m.role, "content": m.content} for m in reversed(history) if m.content],
             system_prompt=workflow.system_prompt if workflow else None,
             allowed_tools=list(workflow.tools) if workflow and workflow.tools is not None else None,
         )
+
+
+def _fail_if_out_of_attempts(session, run_id: uuid.UUID, now: datetime) -> None:
+    """The claim did not match. If that is because the run used up its attempts (and it is its turn,
+    and no live lease holds it), end it with an error answer instead of leaving it to the sweeper."""
+    run = session.scalar(select(Run).where(Run.id == run_id))
+    if run is None or run.status not in ACTIVE or run.attempts < settings.run_max_attempts:
+        return
+    if run.status == "in_progress" and run.lease_expires_at is not None and run.lease_expires_at >= now:
+        return  # a duplicate delivery while a worker holds a live lease: not ours to touch
+    request_seq = session.scalar(select(Message.seq).where(Message.id == run.request_message_id))
+    if not _predecessor_active(session, run.thread_id, request_seq):
+        _finish(session, run, Outcome(content=FAILED_TEXT, is_error=True, error="too many attempts"), "failed")
 
 
 def renew_lease(run_id: uuid.UUID, owner: str) -> bool:
@@ -144,28 +178,36 @@ def renew_lease(run_id: uuid.UUID, owner: str) -> bool:
         ).rowcount == 1
 
 
-def _finish(session, run: Run, outcome: Outcome, status: str) -> None:
-    now = utcnow()
+def _write_answer(session, *, run_id: uuid.UUID, attempt: int, thread_id: int, response_message_id: uuid.UUID,
+                  outcome: Outcome, status: str, now: datetime) -> None:
+    """The response message, the thread's updated context and the run's steps."""
     session.execute(
         update(Message)
-        .where(Message.id == run.response_message_id)
+        .where(Message.id == response_message_id)
         .values(
             content=outcome.content, citations=outcome.citations, updated_context=outcome.updated_context,
             is_error=outcome.is_error, status=status, updated_at=now,
         )
     )
     if outcome.updated_context is not None:
-        session.execute(update(Thread).where(Thread.id == run.thread_id).values(context=outcome.updated_context))
+        session.execute(update(Thread).where(Thread.id == thread_id).values(context=outcome.updated_context))
     if outcome.steps:
         session.execute(
-            insert(RunStep),
+            insert(RunStep.__table__),
             [
-                dict(run_id=run.id, attempt=run.attempts, index=s.index, kind=s.kind, name=s.name,
+                dict(run_id=run_id, attempt=attempt, index=s.index, kind=s.kind, name=s.name,
                      arguments=s.arguments, output=s.output, status=s.status, usage=s.usage,
                      started_at=s.started_at, finished_at=s.finished_at)
                 for s in outcome.steps
             ],
         )
+
+
+def _finish(session, run: Run, outcome: Outcome, status: str) -> None:
+    """End a run the worker does not hold (out of attempts): its answer, then the run row."""
+    now = utcnow()
+    _write_answer(session, run_id=run.id, attempt=run.attempts, thread_id=run.thread_id,
+                  response_message_id=run.response_message_id, outcome=outcome, status=status, now=now)
     session.execute(
         update(Run)
         .where(Run.id == run.id)
@@ -173,30 +215,43 @@ def _finish(session, run: Run, outcome: Outcome, status: str) -> None:
     )
 
 
-def finish(job: RunJob, outcome: Outcome) -> bool:
-    """Store the answer if this worker still holds the lease. False: someone else owns the run now."""
+@dataclass
+class Finished:
+    """The answer is stored; ``next_run`` is the thread's next queued run, to enqueue right away."""
+
+    next_run: uuid.UUID | None
+
+
+def finish(job: RunJob, outcome: Outcome) -> Finished | None:
+    """Store the answer if this worker still holds the lease; None means someone else owns the run now.
+
+    One transaction: the lease-conditional run update, the answer, and the look-up of the thread's
+    next queued message."""
     status = "failed" if outcome.is_error else "completed"
+    now = utcnow()
     with transaction() as session:
-        run = session.scalar(
-            select(Run).where(Run.id == job.run_id, Run.lease_owner == job.owner, Run.status == "in_progress")
-            .with_for_update()
-        )
-        if run is None:
-            return False
-        _finish(session, run, outcome, status)
-    return True
+        ended = session.execute(
+            update(Run)
+            .where(Run.id == job.run_id, Run.lease_owner == job.owner, Run.status == "in_progress")
+            .values(status=status, finished_at=now, lease_expires_at=None, usage=outcome.usage, error=outcome.error)
+            .returning(Run.attempts)
+            .execution_options(synchronize_session=False)
+        ).first()
+        if ended is None:
+            return None
+        _write_answer(session, run_id=job.run_id, attempt=ended.attempts, thread_id=job.thread_id,
+                      response_message_id=job.response_message_id, outcome=outcome, status=status, now=now)
+        return Finished(next_run=_next_queued_run(session, job.thread_id))
 
 
-def next_queued_run(thread_id: int) -> uuid.UUID | None:
-    """The thread's next message waiting for its turn, so the worker can enqueue it right away."""
-    with transaction() as session:
-        return session.scalar(
-            select(Run.id)
-            .join(Message, Message.id == Run.request_message_id)
-            .where(Run.thread_id == thread_id, Run.status == "queued")
-            .order_by(Message.seq)
-            .limit(1)
-        )
+def _next_queued_run(session, thread_id: int) -> uuid.UUID | None:
+    return session.scalar(
+        select(Run.id)
+        .join(Message, Message.id == Run.request_message_id)
+        .where(Run.thread_id == thread_id, Run.status == "queued")
+        .order_by(Message.seq)
+        .limit(1)
+    )
 
 
 def sweep() -> tuple[list[uuid.UUID], list[uuid.UUID]]:

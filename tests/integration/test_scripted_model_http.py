@@ -193,17 +193,27 @@ def test_fail_directive_fails_once_then_succeeds(client):
     assert ok.choices[0].message.content.startswith(LABEL)
 
 
+KEY = {"Authorization": "Bearer test-key"}
+
+
 def test_fail_429_has_retry_after(server):
     body = {"model": "gpt-4", "messages": [{"role": "user", "content": unique("x [[fail:429x1]]")}]}
-    resp = httpx.post(f"{server}/v1/chat/completions", json=body)
+    resp = httpx.post(f"{server}/v1/chat/completions", json=body, headers=KEY)
     assert resp.status_code == 429 and resp.headers["retry-after"] == "0"
     assert resp.json()["error"]["message"]
-    assert httpx.post(f"{server}/v1/chat/completions", json=body).status_code == 200
+    assert httpx.post(f"{server}/v1/chat/completions", json=body, headers=KEY).status_code == 200
+
+
+def test_a_request_without_an_api_key_is_refused_like_openai_does(server):
+    body = {"model": "gpt-4", "messages": [{"role": "user", "content": "hello"}]}
+    for headers in ({}, {"Authorization": "Bearer"}, {"Authorization": "Basic abc"}):
+        resp = httpx.post(f"{server}/v1/chat/completions", json=body, headers=headers)
+        assert resp.status_code == 401 and resp.json()["error"]["type"] == "invalid_request_error"
 
 
 def test_bad_request_body(server, client):
     resp = httpx.post(f"{server}/v1/chat/completions", content=b"{not json",
-                      headers={"content-type": "application/json"})
+                      headers={"content-type": "application/json", **KEY})
     assert resp.status_code == 400
     error = resp.json()["error"]
     assert error["type"] == "invalid_request_error" and error["code"] is None and error["message"]
@@ -265,7 +275,7 @@ def test_sigterm_exits_cleanly():
     try:
         # an in-flight hanging request must not block shutdown
         with ThreadPoolExecutor(max_workers=1) as pool:
-            pending = pool.submit(httpx.post, f"http://127.0.0.1:{port}/v1/chat/completions", timeout=5,
+            pending = pool.submit(httpx.post, f"http://127.0.0.1:{port}/v1/chat/completions", timeout=5, headers=KEY,
                                   json={"model": "x", "messages": [{"role": "user", "content": "z [[hang]]"}]})
             time.sleep(0.2)  # let the request reach the server before stopping it
             assert _stop_server(proc) == 0

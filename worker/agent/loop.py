@@ -47,6 +47,7 @@ class Agent:
         self.still_ours = still_ours
         self.entry = llm.model_entry(job.model_id)
         self.toolset = tools.available(job.allowed_tools)
+        self.tool_schemas = [tools.schema(m) for m in self.toolset]
         self.ctx = ToolContext(
             tenant_id=job.tenant_id, user_id=job.user_id, thread_id=job.thread_id, run_id=job.run_id,
             context=job.context,
@@ -77,18 +78,16 @@ class Agent:
     def _call_model(self, *, with_tools: bool):
         self._check()
         started = utcnow()
-        kwargs: dict[str, Any] = {}
+        body: dict[str, Any] = {"model": self.entry.model, "messages": self.messages}
         if with_tools:
-            kwargs["tools"] = [tools.schema(m) for m in self.toolset]
+            body["tools"] = self.tool_schemas
         remaining = self.deadline - time.monotonic()
         timeout = max(1.0, min(settings.model_timeout, remaining))
         # The SDK retries timeouts too: allow only as many attempts as fit in the run's deadline.
         retries = max(0, min(settings.model_max_retries, int(remaining // timeout) - 1))
         status, usage, summary = "failed", None, ""
         try:
-            response = llm.client_for(self.entry, retries).chat.completions.create(
-                model=self.entry.model, messages=self.messages, timeout=timeout, **kwargs
-            )
+            response = llm.complete(self.entry, body, timeout=timeout, max_retries=retries)
             message = response.choices[0].message
             usage = response.usage.model_dump() if response.usage else None
             for key in self.usage:
