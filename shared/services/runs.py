@@ -11,7 +11,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, bindparam, insert, or_, select, update
-from sqlalchemy.orm import aliased
 
 from shared.config import settings
 from shared.db import transaction
@@ -77,36 +76,65 @@ def _predecessor_active(session, thread_id: int, seq: int) -> bool:
     return session.scalar(earlier) is not None
 
 
+# The hot statements (every answer runs them) are Core statements on the tables, built once with
+# bind parameters: building an ORM statement and running it through the ORM costs more CPU than the
+# round trip itself.
+RUNS, MESSAGES, THREADS = Run.__table__, Message.__table__, Thread.__table__
+HISTORY_LIMIT = 50
+
+
 def _build_claim():
-    """The claim as one conditional UPDATE, built once: the run is queued (or its lease expired), has
-    attempts left, and no earlier message of its thread is still being answered."""
-    earlier_run, earlier_request, own_request = aliased(Run), aliased(Message), aliased(Message)
-    own_seq = select(own_request.seq).where(own_request.id == Run.request_message_id).correlate(Run).scalar_subquery()
+    """The claim as one conditional UPDATE: the run is queued (or its lease expired), has attempts
+    left, and no earlier message of its thread is still being answered."""
+    earlier_run, earlier_request, own_request = RUNS.alias("earlier_run"), MESSAGES.alias("earlier_request"), \
+        MESSAGES.alias("own_request")
+    own_seq = (select(own_request.c.seq).where(own_request.c.id == RUNS.c.request_message_id)
+               .correlate(RUNS).scalar_subquery())
     predecessor = (
-        select(earlier_run.id)
-        .join(earlier_request, earlier_request.id == earlier_run.request_message_id)
-        .where(earlier_run.thread_id == Run.thread_id, earlier_run.status.in_(ACTIVE), earlier_request.seq < own_seq)
-        .correlate(Run)
+        select(earlier_run.c.id)
+        .join(earlier_request, earlier_request.c.id == earlier_run.c.request_message_id)
+        .where(earlier_run.c.thread_id == RUNS.c.thread_id, earlier_run.c.status.in_(ACTIVE),
+               earlier_request.c.seq < own_seq)
+        .correlate(RUNS)
     )
-    now = bindparam("now")
+    now = bindparam("now", type_=RUNS.c.started_at.type)
     return (
-        update(Run)
+        update(RUNS)
         .where(
-            Run.id == bindparam("run_id"),
-            or_(Run.status == "queued", and_(Run.status == "in_progress", Run.lease_expires_at < now)),
-            Run.attempts < bindparam("max_attempts"),
+            RUNS.c.id == bindparam("run_id"),
+            or_(RUNS.c.status == "queued", and_(RUNS.c.status == "in_progress", RUNS.c.lease_expires_at < now)),
+            RUNS.c.attempts < bindparam("max_attempts"),
             ~predecessor.exists(),
         )
-        .values(status="in_progress", attempts=Run.attempts + 1, lease_owner=bindparam("owner"),
-                lease_expires_at=bindparam("lease_until"), started_at=now)
-        .returning(Run.attempts, Run.thread_id, Run.request_message_id, Run.response_message_id, Run.model_id,
-                   Run.workflow_id)
-        .execution_options(synchronize_session=False)
+        .values(status="in_progress", attempts=RUNS.c.attempts + 1, lease_owner=bindparam("owner"),
+                lease_expires_at=bindparam("lease_until", type_=RUNS.c.lease_expires_at.type), started_at=now)
+        .returning(RUNS.c.attempts, RUNS.c.thread_id, RUNS.c.request_message_id, RUNS.c.response_message_id,
+                   RUNS.c.model_id, RUNS.c.workflow_id)
+    )
+
+
+def _build_prompt_rows():
+    """The request and the completed messages before it, newest first (so the request comes first),
+    each with the thread's owner and context: everything the prompt needs in one query."""
+    request = MESSAGES.alias("request")
+    request_seq = select(request.c.seq).where(request.c.id == bindparam("request_id")).scalar_subquery()
+    return (
+        select(MESSAGES.c.id, MESSAGES.c.role, MESSAGES.c.content, MESSAGES.c.context, MESSAGES.c.context_key,
+               THREADS.c.tenant_id, THREADS.c.user_id, THREADS.c.context.label("thread_context"))
+        .join(THREADS, THREADS.c.id == MESSAGES.c.thread_id)
+        .where(MESSAGES.c.thread_id == bindparam("thread_id"), MESSAGES.c.seq <= request_seq,
+               MESSAGES.c.status == "completed")
+        .order_by(MESSAGES.c.seq.desc())
+        .limit(HISTORY_LIMIT + 1)
     )
 
 
 _CLAIM = _build_claim()
-HISTORY_LIMIT = 50
+_PROMPT_ROWS = _build_prompt_rows()
+_MARK_IN_PROGRESS = (
+    update(MESSAGES).where(MESSAGES.c.id == bindparam("message_id"))
+    .values(status="in_progress", updated_at=bindparam("now", type_=MESSAGES.c.updated_at.type))
+)
 
 
 def claim(run_id: uuid.UUID, owner: str) -> RunJob | None:
@@ -123,20 +151,9 @@ def claim(run_id: uuid.UUID, owner: str) -> RunJob | None:
         if claimed is None:
             _fail_if_out_of_attempts(session, run_id, now)
             return None
-        session.execute(
-            update(Message).where(Message.id == claimed.response_message_id).values(status="in_progress", updated_at=now)
-        )
-        # The request and the completed messages before it, newest first (the request first), with
-        # the thread's owner and context on each row: one query for everything the prompt needs.
-        asked = aliased(Message)
-        request_seq = select(asked.seq).where(asked.id == claimed.request_message_id).scalar_subquery()
+        session.execute(_MARK_IN_PROGRESS, {"message_id": claimed.response_message_id, "now": now})
         rows = session.execute(
-            select(Message.id, Message.role, Message.content, Message.context, Message.context_key,
-                   Thread.tenant_id, Thread.user_id, Thread.context.label("thread_context"))
-            .join(Thread, Thread.id == Message.thread_id)
-            .where(Message.thread_id == claimed.thread_id, Message.seq <= request_seq, Message.status == "completed")
-            .order_by(Message.seq.desc())
-            .limit(HISTORY_LIMIT + 1)
+            _PROMPT_ROWS, {"request_id": claimed.request_message_id, "thread_id": claimed.thread_id}
         ).all()
         if not rows or rows[0].id != claimed.request_message_id:  # user messages are stored completed
             raise RuntimeError(f"run {run_id}: its request message is missing")
@@ -178,19 +195,37 @@ def renew_lease(run_id: uuid.UUID, owner: str) -> bool:
         ).rowcount == 1
 
 
+_WRITE_ANSWER = (
+    update(MESSAGES).where(MESSAGES.c.id == bindparam("message_id"))
+    .values({column: bindparam(f"new_{column}", type_=MESSAGES.c[column].type)
+             for column in ("content", "citations", "updated_context", "is_error", "status", "updated_at")})
+)
+_END_RUN = (
+    update(RUNS)
+    .where(RUNS.c.id == bindparam("run_id"), RUNS.c.lease_owner == bindparam("owner"), RUNS.c.status == "in_progress")
+    .values({**{column: bindparam(f"new_{column}", type_=RUNS.c[column].type)
+                for column in ("status", "finished_at", "usage", "error")}, "lease_expires_at": None})
+    .returning(RUNS.c.attempts)
+)
+_NEXT_QUEUED = (
+    select(RUNS.c.id)
+    .join(MESSAGES, MESSAGES.c.id == RUNS.c.request_message_id)
+    .where(RUNS.c.thread_id == bindparam("thread_id"), RUNS.c.status == "queued")
+    .order_by(MESSAGES.c.seq)
+    .limit(1)
+)
+
+
 def _write_answer(session, *, run_id: uuid.UUID, attempt: int, thread_id: int, response_message_id: uuid.UUID,
                   outcome: Outcome, status: str, now: datetime) -> None:
     """The response message, the thread's updated context and the run's steps."""
-    session.execute(
-        update(Message)
-        .where(Message.id == response_message_id)
-        .values(
-            content=outcome.content, citations=outcome.citations, updated_context=outcome.updated_context,
-            is_error=outcome.is_error, status=status, updated_at=now,
-        )
-    )
+    session.execute(_WRITE_ANSWER, {
+        "message_id": response_message_id, "new_content": outcome.content, "new_citations": outcome.citations,
+        "new_updated_context": outcome.updated_context, "new_is_error": outcome.is_error, "new_status": status,
+        "new_updated_at": now,
+    })
     if outcome.updated_context is not None:
-        session.execute(update(Thread).where(Thread.id == thread_id).values(context=outcome.updated_context))
+        session.execute(update(THREADS).where(THREADS.c.id == thread_id).values(context=outcome.updated_context))
     if outcome.steps:
         session.execute(
             insert(RunStep.__table__),
@@ -230,28 +265,15 @@ def finish(job: RunJob, outcome: Outcome) -> Finished | None:
     status = "failed" if outcome.is_error else "completed"
     now = utcnow()
     with transaction() as session:
-        ended = session.execute(
-            update(Run)
-            .where(Run.id == job.run_id, Run.lease_owner == job.owner, Run.status == "in_progress")
-            .values(status=status, finished_at=now, lease_expires_at=None, usage=outcome.usage, error=outcome.error)
-            .returning(Run.attempts)
-            .execution_options(synchronize_session=False)
-        ).first()
+        ended = session.execute(_END_RUN, {
+            "run_id": job.run_id, "owner": job.owner, "new_status": status, "new_finished_at": now,
+            "new_usage": outcome.usage, "new_error": outcome.error,
+        }).first()
         if ended is None:
             return None
         _write_answer(session, run_id=job.run_id, attempt=ended.attempts, thread_id=job.thread_id,
                       response_message_id=job.response_message_id, outcome=outcome, status=status, now=now)
-        return Finished(next_run=_next_queued_run(session, job.thread_id))
-
-
-def _next_queued_run(session, thread_id: int) -> uuid.UUID | None:
-    return session.scalar(
-        select(Run.id)
-        .join(Message, Message.id == Run.request_message_id)
-        .where(Run.thread_id == thread_id, Run.status == "queued")
-        .order_by(Message.seq)
-        .limit(1)
-    )
+        return Finished(next_run=session.scalar(_NEXT_QUEUED, {"thread_id": job.thread_id}))
 
 
 def sweep() -> tuple[list[uuid.UUID], list[uuid.UUID]]:
