@@ -7,7 +7,7 @@ import secrets
 import uuid
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from shared import permissions
@@ -82,18 +82,23 @@ def revoke_token(token_id: uuid.UUID) -> None:
         session.execute(update(ApiToken).where(ApiToken.id == token_id).values(revoked_at=utcnow()))
 
 
+TOKENS, USERS = ApiToken.__table__, User.__table__
+_TOKEN_AND_USER = (  # every request runs it: a Core statement, built once
+    select(TOKENS.c.id, TOKENS.c.token_hash, TOKENS.c.permissions, TOKENS.c.expires_at, TOKENS.c.revoked_at,
+           TOKENS.c.last_used_at, USERS.c.id.label("user_id"), USERS.c.tenant_id,
+           USERS.c.permissions.label("user_permissions"))
+    .join(USERS, USERS.c.id == TOKENS.c.user_id)
+    .where(TOKENS.c.token_hash == bindparam("digest"))
+)
+
+
 def authenticate_token(plain: str) -> Principal:
     """Resolve a bearer token to its caller, or raise Unauthorized (one message for every failure).
 
     Every request does this: one autocommit read; the rare last-used touch is a separate write."""
     digest = hash_token(plain)
     with read() as session:
-        row = session.execute(
-            select(ApiToken.id, ApiToken.token_hash, ApiToken.permissions, ApiToken.expires_at,
-                   ApiToken.revoked_at, ApiToken.last_used_at, User.id.label("user_id"), User.tenant_id,
-                   User.permissions.label("user_permissions"))
-            .join(User, User.id == ApiToken.user_id).where(ApiToken.token_hash == digest)
-        ).first()
+        row = session.execute(_TOKEN_AND_USER, {"digest": digest}).first()
     now = utcnow()
     if row is None or not hmac.compare_digest(row.token_hash, digest):
         raise Unauthorized("Invalid or expired token.")

@@ -8,9 +8,10 @@ import uuid
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -64,18 +65,25 @@ REQUIRE_IDLE: ContextVar[bool] = ContextVar("threadline_require_idle", default=F
 ACTIVE_RUNS = ("queued", "in_progress")
 
 
+# Every post runs these: Core statements on the tables, built once (see shared/services/runs.py).
+RUNS, MESSAGES, THREADS, USERS = Run.__table__, Message.__table__, Thread.__table__, User.__table__
+_LOCK_USER = select(USERS.c.id).where(USERS.c.id == bindparam("user_id")).with_for_update()
+_ACTIVE_RUNS_OF_USER = (
+    select(func.count()).select_from(RUNS).join(THREADS, THREADS.c.id == RUNS.c.thread_id)
+    .where(THREADS.c.tenant_id == bindparam("tenant_id"), THREADS.c.user_id == bindparam("user_id"),
+           RUNS.c.status.in_(ACTIVE_RUNS))
+)
+
+
 def _check_capacity(session: Session, principal: Principal) -> None:
     """Refuse a post that would let one user fill the queue (more than MAX_ACTIVE_RUNS_PER_USER
     answers pending). Locking the user row serialises one user's posts, so the check cannot be
     raced past by concurrent requests."""
-    session.execute(select(User.id).where(User.id == principal.user_id).with_for_update())
+    owner = {"user_id": principal.user_id, "tenant_id": principal.tenant_id}
+    session.execute(_LOCK_USER, owner)
     cap = settings.max_active_runs_per_user
     if cap > 0:
-        active = session.scalar(
-            select(func.count()).select_from(Run).join(Thread, Thread.id == Run.thread_id)
-            .where(Thread.tenant_id == principal.tenant_id, Thread.user_id == principal.user_id,
-                   Run.status.in_(ACTIVE_RUNS))
-        ) or 0
+        active = session.scalar(_ACTIVE_RUNS_OF_USER, owner) or 0
         if active >= cap:
             raise RateLimited(f"You already have {active} answers in progress (the limit is {cap}); "
                               "wait for some to finish before sending more.", retry_after=5)
@@ -90,30 +98,37 @@ def _check_idle(session: Session, thread_id: int) -> None:
                        "(or send the message without If-Thread-Idle to queue it).", retry_after=1)
 
 
+@lru_cache(maxsize=4)
+def _reserve_statement(by_public_id: bool, with_context: bool):
+    last_created = (
+        select(func.max(MESSAGES.c.created_at)).where(MESSAGES.c.thread_id == THREADS.c.id).scalar_subquery()
+    )
+    values: dict[str, Any] = {"last_seq": THREADS.c.last_seq + bindparam("count"),
+                              "updated_at": bindparam("now", type_=THREADS.c.updated_at.type)}
+    if with_context:
+        values["context"] = bindparam("new_context", type_=THREADS.c.context.type)
+    return (
+        update(THREADS)
+        .where(THREADS.c.public_id == bindparam("ref") if by_public_id else THREADS.c.id == bindparam("ref"),
+               THREADS.c.tenant_id == bindparam("owner_tenant_id"), THREADS.c.user_id == bindparam("owner_user_id"))
+        .values(values)
+        .returning(THREADS.c.id, THREADS.c.last_seq, THREADS.c.model_id, THREADS.c.workflow_id,
+                   last_created.label("last_created"))
+    )
+
+
 def _reserve_seqs(session: Session, principal: Principal, thread_ref: int | uuid.UUID, count: int,
                   context: dict[str, Any] | None = None):
     """Lock the caller's thread and take the next ``count`` seqs, in one statement that also returns
     what the post needs (the thread's model, workflow and last message time). Unknown threads and
     other users' threads fall back to owned_thread for the precise 404/403."""
-    if isinstance(thread_ref, int):
-        if not 0 < thread_ref <= MAX_THREAD_ID:
-            raise NotFound("Thread not found.")
-        which = Thread.id == thread_ref
-    else:
-        which = Thread.public_id == thread_ref
-    values: dict[str, Any] = {"last_seq": Thread.last_seq + count, "updated_at": utcnow()}
-    if context is not None:
-        values["context"] = context
-    last_created = (
-        select(func.max(Message.created_at)).where(Message.thread_id == Thread.id).scalar_subquery()
-    )
-    row = session.execute(
-        update(Thread)
-        .where(which, Thread.tenant_id == principal.tenant_id, Thread.user_id == principal.user_id)
-        .values(**values)
-        .returning(Thread.id, Thread.last_seq, Thread.model_id, Thread.workflow_id, last_created.label("last_created"))
-        .execution_options(synchronize_session=False)
-    ).first()
+    if isinstance(thread_ref, int) and not 0 < thread_ref <= MAX_THREAD_ID:
+        raise NotFound("Thread not found.")
+    statement = _reserve_statement(not isinstance(thread_ref, int), context is not None)
+    row = session.execute(statement, {
+        "ref": thread_ref, "owner_tenant_id": principal.tenant_id, "owner_user_id": principal.user_id, "count": count,
+        "now": utcnow(), "new_context": context,
+    }).first()
     if row is None:
         owned_thread(session, principal, thread_ref)  # raises NotFound or Forbidden
         raise NotFound("Thread not found.")
@@ -178,12 +193,12 @@ def post_user_message(
             run_id = uuid.uuid4()
             # Core inserts of plain rows (one statement for both messages): the ORM unit of work
             # costs more CPU than the round trips it would save.
-            session.execute(insert(Message.__table__), [_row(request), _row(response)])
-            session.execute(insert(Run).values(
-                id=run_id, thread_id=thread.id, request_message_id=request.id, response_message_id=response.id,
-                status="queued", attempts=0, model_id=chosen_model, workflow_id=workflow.id if workflow else None,
-                queued_at=now,
-            ))
+            session.execute(insert(MESSAGES), [_row(request), _row(response)])
+            session.execute(insert(RUNS), {
+                "id": run_id, "thread_id": thread.id, "request_message_id": request.id,
+                "response_message_id": response.id, "status": "queued", "attempts": 0, "model_id": chosen_model,
+                "workflow_id": workflow.id if workflow else None, "queued_at": now,
+            })
             exchange = Exchange(request=request, response=response, run_id=run_id)
     except IntegrityError:
         if not client_message_id:
