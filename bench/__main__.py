@@ -123,7 +123,9 @@ class Bench:
         return {
             "clients": raw["clients"], "messages": len(latencies), "errors": sum(errors.values()),
             "error_kinds": errors, "elapsed_s": round(raw["elapsed"], 2),
-            "rate_per_s": round(len(latencies) / raw["elapsed"], 1) if raw["elapsed"] else 0,
+            # Throughput over the load window: answers completed while clients were still posting. The
+            # tail (answers to posts made just before the end) would otherwise count as idle time.
+            "rate_per_s": round(sum(1 for t in raw["completed_at"] if t <= raw["duration"]) / raw["duration"], 1),
             "p50_ms": ms(percentile(latencies, 50)), "p99_ms": ms(percentile(latencies, 99)),
         }
 

@@ -1,5 +1,6 @@
 """Load generator, run as its own process so its CPU is not the API's: N concurrent clients, each on its
-own thread of conversation, posting for a bounded time. Prints one JSON object with every latency.
+own thread of conversation, posting for a bounded time. Prints one JSON object with every latency and
+when each answer completed (seconds from the start).
 
     python -m bench.load --url http://127.0.0.1:8000 --plan plan.json --clients 32 --duration 10 --wait 30
 """
@@ -31,6 +32,7 @@ async def client_loop(http: httpx.AsyncClient, target: dict, args, stop_at: floa
                     out["errors"].append(f"not completed: {status}")
                 else:
                     out["latencies"].append(elapsed)
+                    out["completed_at"].append(time.monotonic() - out["started"])
         except Exception as exc:  # noqa: BLE001 - every failure is a data point
             out["errors"].append(type(exc).__name__)
         sent += 1
@@ -42,14 +44,14 @@ async def main_async(args) -> dict:
     plan = json.loads(open(args.plan).read())[: args.clients]
     if len(plan) < args.clients:
         raise SystemExit(f"plan has {len(plan)} threads, need {args.clients}")
-    out: dict = {"latencies": [], "errors": []}
+    out: dict = {"latencies": [], "completed_at": [], "errors": []}
     limits = httpx.Limits(max_connections=args.clients + 10, max_keepalive_connections=args.clients + 10)
     async with httpx.AsyncClient(base_url=args.url, timeout=args.wait + 60, limits=limits) as http:
-        started = time.monotonic()
+        started = out["started"] = time.monotonic()
         stop_at = started + args.duration
         await asyncio.gather(*(client_loop(http, target, args, stop_at, out) for target in plan))
         out["elapsed"] = time.monotonic() - started
-    out["clients"] = args.clients
+    out["clients"], out["duration"] = args.clients, args.duration
     return out
 
 

@@ -6,7 +6,9 @@ from pathlib import Path
 
 TARGETS = """Targets (issue 6): S2@32 p50 within 3x the floor's round trips and >= 300 msg/s; S3@256 >= 90% of ideal,
 no errors, p99 above model latency < 100 ms; S4 no errors and < 100 KB API memory per waiting client;
-S1 p50 < 3x a bare Flask request."""
+S1 p50 < 3x a bare Flask request.
+msg/s: answers completed while the clients were posting, divided by that window (the tail of answers to
+the last posts is not counted as idle time); p50/p99: every answer's latency as its client saw it."""
 
 
 def table(results: dict) -> str:
