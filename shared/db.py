@@ -104,6 +104,7 @@ def read() -> Iterator[Session]:
         try:
             yield session
         finally:
-            raw.autocommit = False
+            if raw.closed == 0:  # a connection lost mid-read is invalidated; resetting it would raise
+                raw.autocommit = False
 def is_postgres() -> bool:
     return engine().dialect.name == "postgresql"
