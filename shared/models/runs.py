@@ -5,10 +5,13 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, String, Text
+from sqlalchemy import ForeignKey, Index, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from shared.models.base import Base, BigId, utcnow
+
+
+ACTIVE_FILTER = text("status IN ('queued', 'in_progress')")
 
 
 class Run(Base):
@@ -17,6 +20,8 @@ class Run(Base):
         Index("ix_runs_status_queued", "status", "queued_at"),
         Index("ix_runs_status_lease", "status", "lease_expires_at"),
         Index("ix_runs_thread", "thread_id", "queued_at"),
+        # The few runs still queued or in progress, by thread (migration 0004 says which queries use it).
+        Index("ix_runs_thread_active", "thread_id", postgresql_where=ACTIVE_FILTER, sqlite_where=ACTIVE_FILTER),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
