@@ -136,7 +136,12 @@ def _reserve_seqs(session: Session, principal: Principal, thread_ref: int | uuid
 
 
 def _after(last: datetime | None) -> datetime:
-    """A creation time later than every message of the thread (see next_created_at)."""
+    """A creation time later than every message of the thread; call it with the thread row locked.
+
+    The messages of an exchange are written in one transaction and API hosts' clocks differ: without
+    this, messages could share a ``created_at`` (or go back in time) and a ``before`` cursor would skip
+    some of them. With it, ``created_at`` order is ``seq`` order and every value is unique.
+    """
     now = utcnow()
     return max(now, last + CREATED_AT_STEP) if last is not None else now
 
@@ -306,16 +311,6 @@ def list_messages(
 MAX_DIRECT_CONTENT = 50_000
 
 
-def next_created_at(session: Session, thread_id: int) -> datetime:
-    """A creation time later than every message of the thread; call it with the thread row locked.
-
-    The two messages of an exchange are written in one transaction and API hosts' clocks differ:
-    without this, messages could share a ``created_at`` (or go back in time) and a ``before`` cursor
-    would skip some of them. With it, ``created_at`` order is ``seq`` order and every value is unique.
-    """
-    return _after(session.scalar(select(func.max(Message.created_at)).where(Message.thread_id == thread_id)))
-
-
 def create_message(
     principal: Principal,
     thread_ref: int | uuid.UUID,
@@ -342,24 +337,20 @@ def create_message(
     fingerprint = _request_hash(kind="direct", role=role, content=content, citations=citations or [],
                                 references=references or [], is_error=is_error, details=details)
 
-    def stored(session: Session, thread: Thread) -> Message | None:
+    def stored(session: Session, thread_id: int) -> Message | None:
         found = session.get(Message, message_id)
-        if found is not None and (found.thread_id != thread.id or found.request_hash != fingerprint):
+        if found is not None and (found.thread_id != thread_id or found.request_hash != fingerprint):
             raise Conflict("This message_id is already used by a different message.")
         return found
 
     try:
         with transaction() as session:
-            thread = owned_thread(session, principal, thread_ref)
-            if message_id and (found := stored(session, thread)):
+            if message_id and (found := stored(session, owned_thread(session, principal, thread_ref).id)):
                 return found, False
-            seq = session.execute(
-                update(Thread).where(Thread.id == thread.id)
-                .values(last_seq=Thread.last_seq + 1, updated_at=utcnow()).returning(Thread.last_seq)
-            ).scalar_one()
-            now = next_created_at(session, thread.id)
+            thread = _reserve_seqs(session, principal, thread_ref, 1)
+            now = _after(thread.last_created)
             message = Message(
-                id=message_id or uuid.uuid4(), thread_id=thread.id, seq=seq, role=role, content=content,
+                id=message_id or uuid.uuid4(), thread_id=thread.id, seq=thread.last_seq, role=role, content=content,
                 citations=citations or [], references=references or [], details=details, is_error=is_error,
                 status="completed", client_message_id=str(message_id) if message_id else None,
                 request_hash=fingerprint, created_at=now, updated_at=now,
@@ -370,7 +361,7 @@ def create_message(
         if message_id is None:
             raise
         with transaction() as session:  # a concurrent request with the same id won the race
-            found = stored(session, owned_thread(session, principal, thread_ref))
+            found = stored(session, owned_thread(session, principal, thread_ref).id)
             if found is None:
                 raise Conflict("This message_id is already in use.") from None
             return found, False
