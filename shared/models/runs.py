@@ -22,10 +22,13 @@ class Run(Base):
         Index("ix_runs_thread", "thread_id", "queued_at"),
         # The few runs still queued or in progress, by thread (migration 0004 says which queries use it).
         Index("ix_runs_thread_active", "thread_id", postgresql_where=ACTIVE_FILTER, sqlite_where=ACTIVE_FILTER),
+        # The active runs of one user, for the per-user cap (migration 0005).
+        Index("ix_runs_user_active", "user_id", postgresql_where=ACTIVE_FILTER, sqlite_where=ACTIVE_FILTER),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
     thread_id: Mapped[int] = mapped_column(ForeignKey("threads.id", ondelete="CASCADE"))
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))  # the thread's owner
     request_message_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"))
     response_message_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("messages.id", ondelete="CASCADE"), unique=True

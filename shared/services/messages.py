@@ -68,10 +68,8 @@ ACTIVE_RUNS = ("queued", "in_progress")
 # Every post runs these: Core statements on the tables, built once (see shared/services/runs.py).
 RUNS, MESSAGES, THREADS, USERS = Run.__table__, Message.__table__, Thread.__table__, User.__table__
 _LOCK_USER = select(USERS.c.id).where(USERS.c.id == bindparam("user_id")).with_for_update()
-_ACTIVE_RUNS_OF_USER = (
-    select(func.count()).select_from(RUNS).join(THREADS, THREADS.c.id == RUNS.c.thread_id)
-    .where(THREADS.c.tenant_id == bindparam("tenant_id"), THREADS.c.user_id == bindparam("user_id"),
-           RUNS.c.status.in_(ACTIVE_RUNS))
+_ACTIVE_RUNS_OF_USER = (  # reads only the user's active runs (ix_runs_user_active)
+    select(func.count()).select_from(RUNS).where(RUNS.c.user_id == bindparam("user_id"), RUNS.c.status.in_(ACTIVE_RUNS))
 )
 
 
@@ -79,11 +77,10 @@ def _check_capacity(session: Session, principal: Principal) -> None:
     """Refuse a post that would let one user fill the queue (more than MAX_ACTIVE_RUNS_PER_USER
     answers pending). Locking the user row serialises one user's posts, so the check cannot be
     raced past by concurrent requests."""
-    owner = {"user_id": principal.user_id, "tenant_id": principal.tenant_id}
-    session.execute(_LOCK_USER, owner)
+    session.execute(_LOCK_USER, {"user_id": principal.user_id})
     cap = settings.max_active_runs_per_user
     if cap > 0:
-        active = session.scalar(_ACTIVE_RUNS_OF_USER, owner) or 0
+        active = session.scalar(_ACTIVE_RUNS_OF_USER, {"user_id": principal.user_id}) or 0
         if active >= cap:
             raise RateLimited(f"You already have {active} answers in progress (the limit is {cap}); "
                               "wait for some to finish before sending more.", retry_after=5)
@@ -200,7 +197,7 @@ def post_user_message(
             # costs more CPU than the round trips it would save.
             session.execute(insert(MESSAGES), [_row(request), _row(response)])
             session.execute(insert(RUNS), {
-                "id": run_id, "thread_id": thread.id, "request_message_id": request.id,
+                "id": run_id, "thread_id": thread.id, "user_id": principal.user_id, "request_message_id": request.id,
                 "response_message_id": response.id, "status": "queued", "attempts": 0, "model_id": chosen_model,
                 "workflow_id": workflow.id if workflow else None, "queued_at": now,
             })

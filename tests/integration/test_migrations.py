@@ -61,3 +61,34 @@ def test_upgrade_matches_models_and_downgrade_empties(empty_database):
     assert not (set(Base.metadata.tables) & tables(empty_database))
     command.upgrade(config, "head")
     assert set(Base.metadata.tables) <= tables(empty_database)
+
+
+def test_runs_stored_before_0005_take_their_threads_owner(empty_database):
+    """The upgrade to the run owner column fills it for runs that already exist."""
+    config = alembic_config(empty_database)
+    command.upgrade(config, "0004")
+    as_id = (lambda u: u.hex) if empty_database.startswith("sqlite") else str
+    tenant, request, answer, run = (uuid.uuid4() for _ in range(4))
+    engine = create_engine(empty_database)
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO tenants (id, name, created_at) VALUES (:t, 'old', CURRENT_TIMESTAMP)"),
+                     {"t": as_id(tenant)})
+        conn.execute(text("INSERT INTO users (id, tenant_id, email, permissions, created_at) "
+                          "VALUES ('old-user', :t, 'old@example.com', '[]', CURRENT_TIMESTAMP)"), {"t": as_id(tenant)})
+        conn.execute(text("INSERT INTO threads (id, public_id, tenant_id, user_id, title, last_seq, created_at, updated_at) "
+                          "VALUES (1, :p, :t, 'old-user', '', 2, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"),
+                     {"t": as_id(tenant), "p": as_id(uuid.uuid4())})
+        for message, seq, role in ((request, 1, "user"), (answer, 2, "assistant")):
+            conn.execute(text('INSERT INTO messages (id, thread_id, seq, role, content, citations, "references", '
+                              "is_error, status, created_at, updated_at) VALUES (:i, 1, :s, :r, 'hi', '[]', '[]', "
+                              "false, 'completed', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"),
+                         {"i": as_id(message), "s": seq, "r": role})
+        conn.execute(text("INSERT INTO runs (id, thread_id, request_message_id, response_message_id, status, attempts, "
+                          "queued_at) VALUES (:i, 1, :a, :b, 'completed', 1, CURRENT_TIMESTAMP)"),
+                     {"i": as_id(run), "a": as_id(request), "b": as_id(answer)})
+    engine.dispose()
+    command.upgrade(config, "head")
+    engine = create_engine(empty_database)
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT user_id FROM runs")).scalars().all() == ["old-user"]
+    engine.dispose()
