@@ -18,7 +18,7 @@ import httpx
 import psutil
 
 from bench import floor, report
-from tests.stack import Stack, wait_until
+from devtools.stack import Stack, wait_until
 
 RESULTS = Path(__file__).resolve().parent / "results"
 QUICK = os.environ.get("BENCH_QUICK") == "1"

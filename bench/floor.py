@@ -13,7 +13,7 @@ import httpx
 import psycopg2
 import redis
 
-from tests.stack import Process, free_port, wait_until
+from devtools.stack import Process, free_port, wait_until
 
 
 def _median_ms(samples: list[float]) -> float:

@@ -16,7 +16,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.stack import Stack  # noqa: E402
+from devtools.stack import Stack  # noqa: E402
 
 EXAMPLES = [
     ("A question about the documentation, answered with a verified citation", "docs",

@@ -1,7 +1,7 @@
 """Post a message and get its finished answer: wait on the POST, then poll (a busy CI box can be slow)."""
 from __future__ import annotations
 
-from tests.stack import wait_until
+from devtools.stack import wait_until
 
 FINISHED = ("completed", "failed", "cancelled")
 

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import httpx
 import pytest
 
-from tests.stack import Stack, free_port
+from devtools.stack import Stack, free_port
 
 # Ports for the local page server and fake SearXNG that tests/integration/test_web_tools.py starts; the
 # stack's fetcher allow-lists exactly these two (everything else on 127.0.0.1 stays refused).

@@ -1,4 +1,4 @@
-"""The fault suite's own stack: the same processes as tests/stack.py, but wired to a private Redis
+"""The fault suite's own stack: the same processes as devtools/stack.py, but wired to a private Redis
 (which tests may restart) and to PostgreSQL through a TCP proxy (which tests may cut). The database
 itself lives on the machine's PostgreSQL; the shared Redis and PostgreSQL are never touched.
 
@@ -18,7 +18,7 @@ from sqlalchemy import create_engine, make_url
 from tests.faults.ledger import LEDGER, SUMMARY_PATH
 from tests.faults.helpers import bound_database
 from tests.faults.plumbing import PrivateRedis, TcpProxy
-from tests.stack import Stack
+from devtools.stack import Stack
 
 FAULT_SETTINGS = {
     # Short enough that retries, timeouts, leases and the sweeper all happen within a test.

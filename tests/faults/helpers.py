@@ -6,7 +6,7 @@ from contextlib import contextmanager
 import httpx
 
 from tests.faults.ledger import LEDGER
-from tests.stack import wait_until
+from devtools.stack import wait_until
 
 
 @contextmanager
@@ -63,7 +63,7 @@ def start_extra_api(stack, name: str, **env: str) -> str:
     (e.g. a low rate limit); stopped with the stack. Returns its base URL."""
     import sys
 
-    from tests.stack import Process, free_port
+    from devtools.stack import Process, free_port
 
     port = free_port()
     process = Process(name, [

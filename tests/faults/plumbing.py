@@ -17,7 +17,7 @@ from pathlib import Path
 
 import redis
 
-from tests.stack import Process, free_port, wait_until
+from devtools.stack import Process, free_port, wait_until
 
 
 class PrivateRedis:

@@ -12,7 +12,7 @@ import threading
 import pytest
 
 from tests.faults.ledger import LEDGER
-from tests.stack import ROOT, free_port
+from devtools.stack import ROOT, free_port
 
 pytestmark = pytest.mark.faults
 

@@ -15,7 +15,7 @@ import pytest
 
 from tests.faults.helpers import assert_exactly_once, new_thread, post, wait_answered
 from tests.faults.ledger import LEDGER
-from tests.stack import wait_until
+from devtools.stack import wait_until
 
 pytestmark = pytest.mark.faults
 

@@ -10,7 +10,7 @@ from sqlalchemy import text
 
 from tests.faults.helpers import assert_exactly_once, new_thread, post, wait_answered
 from tests.faults.ledger import LEDGER
-from tests.stack import wait_until
+from devtools.stack import wait_until
 
 pytestmark = pytest.mark.faults
 

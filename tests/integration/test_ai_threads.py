@@ -5,7 +5,7 @@ import uuid
 
 import pytest
 
-from tests.stack import wait_until
+from devtools.stack import wait_until
 
 pytestmark = pytest.mark.core
 LABEL = "(Threadline development model)"
@@ -168,7 +168,7 @@ def test_404_for_missing_or_other_tenants_thread(make_user, client_for):
 def test_429_when_a_user_posts_too_fast(stack, user):
     import httpx
 
-    from tests.stack import free_port
+    from devtools.stack import free_port
 
     port = free_port()
     extra = stack._spawn("api-limited", [

@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from tests.dialects import ISO_MS, LABEL, is_uuid, login, new_chat
-from tests.stack import wait_until
+from devtools.stack import wait_until
 
 pytestmark = pytest.mark.core
 

@@ -15,7 +15,7 @@ from typing import Callable
 import pytest
 from sqlalchemy import select
 
-from tests.stack import wait_until
+from devtools.stack import wait_until
 
 pytestmark = pytest.mark.core
 

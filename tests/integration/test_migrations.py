@@ -13,7 +13,7 @@ from sqlalchemy import create_engine, inspect, text
 from shared.db import make_engine
 from shared.models import Base
 from shared.text_search import include_object
-from tests.stack import PG_ADMIN_URL, ROOT
+from devtools.stack import PG_ADMIN_URL, ROOT
 
 
 def alembic_config(url: str) -> Config:

@@ -10,7 +10,7 @@ import uuid
 
 import pytest
 
-from tests.stack import wait_until
+from devtools.stack import wait_until
 
 LABEL = "(Threadline development model)"
 SAFE_TEXT = "Sorry, the AI model is not available right now. Please try again in a moment."

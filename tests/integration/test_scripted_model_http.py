@@ -15,6 +15,8 @@ import httpx
 import openai
 import pytest
 
+from shared.config import DEFAULT_MODEL_IDS
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 LABEL = "(Threadline development model) "
 
@@ -36,7 +38,7 @@ def _start_server():
     port = _free_port()
     out = tempfile.TemporaryFile(mode="w+")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "shared.scripted_model", "--host", "127.0.0.1", "--port", str(port)],
+        [sys.executable, "-m", "scripted_model", "--host", "127.0.0.1", "--port", str(port)],
         cwd=REPO_ROOT, stdout=out, stderr=subprocess.STDOUT, text=True,
     )
     deadline = time.monotonic() + 20
@@ -113,7 +115,7 @@ def test_healthz_and_models(server):
     data = httpx.get(f"{server}/v1/models").json()
     assert data["object"] == "list"
     ids = [m["id"] for m in data["data"]]
-    assert ids == ["threadline-dev", "gpt-4", "gpt-4o", "gpt-4o-mini", "gpt-4.1", "gpt-4.1-mini"]
+    assert ids == list(DEFAULT_MODEL_IDS)  # the registry the API validates modelId against
     assert all(m["owned_by"] == "threadline-dev" and m["object"] == "model" for m in data["data"])
 
 

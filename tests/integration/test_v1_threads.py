@@ -8,7 +8,7 @@ import pytest
 
 from shared.services import knowledge
 from tests.dialects import ISO_US, LABEL, ask_v1, direct, is_uuid, new_v1_thread
-from tests.stack import wait_until
+from devtools.stack import wait_until
 
 pytestmark = pytest.mark.core
 

@@ -13,7 +13,7 @@ import pytest
 
 from tests.answers import post_and_wait
 from tests.local_http import LocalServer, html, redirect
-from tests.stack import free_port
+from devtools.stack import free_port
 
 ARTICLE = """<!doctype html><html><head><title>Queue notes</title></head><body>
 <nav><a href="/">Home</a> <a href="/about">About</a></nav>

@@ -11,7 +11,7 @@ import pytest
 from shared.errors import Conflict, NotFound, ValidationFailed
 from shared.services import workflows
 from tests.answers import post_and_wait
-from tests.stack import ROOT
+from devtools.stack import ROOT
 
 # The scripted model only ever reads the system prompt for remembered facts: a workflow prompt carrying
 # such a heading is the visible proof that the run used the workflow's prompt.

@@ -11,7 +11,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import create_engine, text
 
-from tests.stack import PG_ADMIN_URL, ROOT
+from devtools.stack import PG_ADMIN_URL, ROOT
 
 
 def _migrate(url: str) -> None:

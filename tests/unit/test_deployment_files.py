@@ -26,5 +26,5 @@ def test_compose_has_every_service_and_their_entry_points_import():
 def test_procfile_runs_model_worker_and_api():
     procfile = dict(line.split(":", 1) for line in (ROOT / "Procfile").read_text().splitlines() if line.strip())
     assert set(procfile) == {"model", "worker", "api"}
-    assert "shared.scripted_model" in procfile["model"] and "-B" in procfile["worker"]
+    assert "scripted_model" in procfile["model"] and "-B" in procfile["worker"]
     assert "api.wsgi:app" in procfile["api"]

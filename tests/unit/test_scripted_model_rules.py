@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from shared.scripted_model import rules
-from shared.scripted_model.rules import LABEL, parse_directives, reply
+from scripted_model import rules
+from scripted_model.rules import LABEL, parse_directives, reply
 
 ALL_TOOLS = {
     "search_docs", "read_doc", "web_search", "read_web_page", "save_memory",

@@ -194,7 +194,7 @@ class Stack:
         return process
 
     def start_model(self) -> Process:
-        process = self._spawn("model", [sys.executable, "-m", "shared.scripted_model", "--port", str(self.model_port)])
+        process = self._spawn("model", [sys.executable, "-m", "scripted_model", "--port", str(self.model_port)])
         wait_until(lambda: httpx.get(f"{self.model_url}/healthz", timeout=1).status_code == 200, what="scripted model")
         return process
 

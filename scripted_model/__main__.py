@@ -1,4 +1,4 @@
-"""CLI entry point: `python -m shared.scripted_model --host H --port P [--latency S]`."""
+"""CLI entry point: `python -m scripted_model --host H --port P [--latency S]`."""
 
 from gevent import monkey
 
@@ -10,7 +10,7 @@ import argparse  # noqa: E402
 def main(argv=None) -> None:
     from shared.config import settings
 
-    parser = argparse.ArgumentParser(prog="python -m shared.scripted_model", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m scripted_model", description=__doc__)
     parser.add_argument("--host", default=settings.scripted_model_host)
     parser.add_argument("--port", type=int, default=settings.scripted_model_port)
     parser.add_argument("--latency", type=float, default=settings.scripted_model_latency,

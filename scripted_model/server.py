@@ -20,9 +20,10 @@ from collections import OrderedDict
 import gevent
 from gevent.pywsgi import WSGIServer
 
+from shared.config import DEFAULT_MODEL_IDS as MODEL_IDS  # the one list: the API accepts exactly what this serves
+
 from . import rules
 
-MODEL_IDS = ("threadline-dev", "gpt-4", "gpt-4o", "gpt-4o-mini", "gpt-4.1", "gpt-4.1-mini")
 HANG_SECONDS = 3600.0
 ALLOWED_FAIL_STATUSES = (500, 429, 503)
 MAX_TRACKED_CONVERSATIONS = 100_000
