@@ -1,4 +1,5 @@
 # One image for every Threadline process: api, worker, beat, flower and the scripted model.
+# CMD is the API of devtools/processes.py's production profile (checked by tests/unit/test_deployment_files.py).
 FROM python:3.11-slim
 ENV PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 PYTHONPATH=/app
 WORKDIR /app

@@ -61,9 +61,9 @@ class Bench:
         os.environ.update(self.stack.env)
         self.stack.create_database()
         self.stack.start_model()
-        # One gevent worker process saturates one core; a worker host runs one per core.
+        # One gevent worker process saturates one core; a worker host runs one per core (devtools/processes.py).
         for i in range(WORKER_PROCESSES):
-            self.stack.start_worker(name="worker" if i == 0 else f"worker{i + 1}", pool="gevent", concurrency=600)
+            self.stack.start_worker(name="worker" if i == 0 else f"worker{i + 1}", profile="bench")
         self.stack.start_beat()
         self.stack.start_api(workers=2)
         self._plan(1000)

@@ -6,13 +6,13 @@ can be compared.
 from __future__ import annotations
 
 import statistics
-import sys
 import time
 
 import httpx
 import psycopg2
 import redis
 
+from devtools import processes
 from devtools.stack import Process, free_port, wait_until
 
 
@@ -48,10 +48,8 @@ def postgres_insert_commit(dsn: str, n: int = 500) -> float:
 
 def bare_flask_request(tmp, env, n: int = 1000) -> float:
     port = free_port()
-    process = Process("bare-flask", [
-        sys.executable, "-m", "gunicorn", "-c", "api/gunicorn_conf.py", "-k", "gevent", "-w", "2",
-        "-b", f"127.0.0.1:{port}", "bench.bare_app:app",
-    ], env, tmp).start()
+    command = processes.api(processes.BENCH, f"127.0.0.1:{port}", app="bench.bare_app:app")
+    process = Process("bare-flask", command.argv(), env, tmp).start()
     try:
         url = f"http://127.0.0.1:{port}/ping"
         wait_until(lambda: httpx.get(url).status_code == 200, what="bare flask")

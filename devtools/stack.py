@@ -5,6 +5,9 @@ Two modes, chosen by THREADLINE_TEST_MODE:
 - ``production`` (default): PostgreSQL, Redis broker and notifications, gunicorn with gevent.
 - ``embedded``: SQLite, Celery's filesystem broker, waiting by polling (what ``make run`` uses).
 
+Each process is launched as devtools/processes.py's profile of the same name defines it, so the
+suite tests what docker compose and ``make run`` run.
+
 Every session gets its own database, queue name, notification channel and rate-limit prefix, so test
 sessions (and developers) can share one PostgreSQL and one Redis.
 """
@@ -23,6 +26,8 @@ from pathlib import Path
 from typing import Callable
 
 import httpx
+
+from devtools import processes
 
 ROOT = Path(__file__).resolve().parent.parent
 PG_ADMIN_URL = os.environ.get("TEST_PG_ADMIN_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
@@ -194,31 +199,25 @@ class Stack:
         return process
 
     def start_model(self) -> Process:
-        process = self._spawn("model", [sys.executable, "-m", "scripted_model", "--port", str(self.model_port)])
+        process = self._spawn("model", processes.model(port=self.model_port).argv())
         wait_until(lambda: httpx.get(f"{self.model_url}/healthz", timeout=1).status_code == 200, what="scripted model")
         return process
 
-    def start_worker(self, name: str = "worker", concurrency: int = 8, pool: str = "threads") -> Process:
-        process = self._spawn(name, [
-            sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", "-Q", self.queue,
-            "--pool", pool, "--concurrency", str(concurrency), "--hostname", f"{name}-{self.tag}@%h",
-            "--without-gossip", "--without-mingle", "--loglevel", "INFO",
-        ])
+    def start_worker(self, name: str = "worker", concurrency: int | None = None, profile: str | None = None) -> Process:
+        """A Celery worker as the mode's profile runs it (devtools/processes.py); bench passes its own."""
+        command = processes.worker(processes.PROFILES[profile or self.mode], self.queue,
+                                   hostname=f"{name}-{self.tag}@%h", concurrency=concurrency)
+        process = self._spawn(name, command.argv())
         wait_until(lambda: "ready" in process.log_path.read_text(errors="replace"), timeout=30, what=f"{name} ready")
         return process
 
     def start_beat(self) -> Process:
-        return self._spawn("beat", [
-            sys.executable, "-m", "celery", "-A", "worker.celery_app", "beat", "--loglevel", "INFO",
-            "--schedule", str(self.tmp / "beat-schedule"),
-        ])
+        return self._spawn("beat", processes.beat(str(self.tmp / "beat-schedule")).argv())
 
-    def start_api(self, workers: int = 2) -> Process:
-        worker_class = "gevent" if self.mode == "production" else "gthread"
-        process = self._spawn("api", [
-            sys.executable, "-m", "gunicorn", "-c", "api/gunicorn_conf.py", "-k", worker_class, "--threads", "16",
-            "-w", str(workers), "-b", f"127.0.0.1:{self.api_port}", "api.wsgi:app",
-        ])
+    def start_api(self, workers: int | None = None) -> Process:
+        """gunicorn as the mode's profile runs it: gevent with PostgreSQL + Redis, gthread with SQLite."""
+        process = self._spawn("api", processes.api(processes.PROFILES[self.mode], f"127.0.0.1:{self.api_port}",
+                                                   workers=workers).argv())
         wait_until(lambda: httpx.get(f"{self.api_url}/healthz", timeout=1).status_code == 200, timeout=30, what="api")
         return process
 

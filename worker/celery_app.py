@@ -1,6 +1,7 @@
 """The worker's Celery app: the shared configuration plus task bodies and the sweeper's schedule.
 
-Start a worker:  celery -A worker.celery_app worker -Q runs --pool threads --concurrency 16
+Start a worker:  celery -A worker.celery_app worker -Q runs --pool threads --concurrency 32
+                 (pool and concurrency per deployment, with the reasons: devtools/processes.py)
 Start beat:      celery -A worker.celery_app beat
 """
 from __future__ import annotations

@@ -61,15 +61,12 @@ def assert_exactly_once(rows: list[dict], status: str | None = "completed") -> N
 def start_extra_api(stack, name: str, **env: str) -> str:
     """Another API process on the same database, broker and queue, with some settings changed
     (e.g. a low rate limit); stopped with the stack. Returns its base URL."""
-    import sys
-
+    from devtools import processes
     from devtools.stack import Process, free_port
 
     port = free_port()
-    process = Process(name, [
-        sys.executable, "-m", "gunicorn", "-c", "api/gunicorn_conf.py", "-k", "gevent", "-w", "1",
-        "-b", f"127.0.0.1:{port}", "api.wsgi:app",
-    ], {**stack.env, **env}, stack.tmp).start()
+    command = processes.api(processes.PROFILES[stack.mode], f"127.0.0.1:{port}", workers=1)
+    process = Process(name, command.argv(), {**stack.env, **env}, stack.tmp).start()
     stack.processes[name] = process
     url = f"http://127.0.0.1:{port}"
     wait_until(lambda: httpx.get(f"{url}/healthz", timeout=1).status_code == 200, timeout=30, what=name)
