@@ -14,6 +14,7 @@ sessions (and developers) can share one PostgreSQL and one Redis.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -226,6 +227,13 @@ class Stack:
                                                    workers=workers).argv())
         wait_until(lambda: httpx.get(f"{self.api_url}/healthz", timeout=1).status_code == 200, timeout=30, what="api")
         return process
+
+    def demo_token(self) -> str:
+        """A bearer token of the demo user, made by ``flask demo`` in this stack's own database: for a
+        stack other than the session's, whose database the test process's shared.config does not name."""
+        demo = subprocess.run([sys.executable, "-m", "flask", "--app", "api", "demo"], cwd=ROOT, env=self.env,
+                              check=True, capture_output=True, text=True)
+        return re.search(r"Token: (\S+)", demo.stdout).group(1)
 
     def logs(self) -> str:
         return "\n".join(f"----- {name} -----\n{p.tail()}" for name, p in self.processes.items())

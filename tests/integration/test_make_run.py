@@ -24,9 +24,7 @@ def make_run():
     env = {**stack.env, "API_BIND": f"127.0.0.1:{api_port}", "SCRIPTED_MODEL_PORT": str(stack.model_port)}
     stack.env = env
     stack.create_database()
-    demo = subprocess.run([sys.executable, "-m", "flask", "--app", "api", "demo"], cwd=ROOT, env=env, check=True,
-                          capture_output=True, text=True)
-    token = re.search(r"Token: (\S+)", demo.stdout).group(1)
+    token = stack.demo_token()
     log_path = stack.tmp / "make-run.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen([sys.executable, "-m", "devtools.run", "--schedule", str(stack.tmp / "beat-schedule")],

@@ -9,7 +9,6 @@ installed ones invisible ("none installed").
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 import sys
 
@@ -60,9 +59,7 @@ def test_a_stack_comes_up_on_the_pypi_servers_and_answers(pypi_servers):
     stack = Stack(mode="production", pg_admin_url=urls["TEST_PG_ADMIN_URL"], redis_url=urls["TEST_REDIS_URL"])
     try:
         stack.start()
-        demo = subprocess.run([sys.executable, "-m", "flask", "--app", "api", "demo"], cwd=ROOT, env=stack.env,
-                              check=True, capture_output=True, text=True)
-        token = re.search(r"Token: (\S+)", demo.stdout).group(1)
+        token = stack.demo_token()
         with httpx.Client(base_url=stack.api_url, headers={"Authorization": f"Bearer {token}"}, timeout=40) as client:
             thread = client.post("/api/v1/ai/threads", json={"title": "fresh machine"}).json()["id"]
             response = client.post(f"/api/v1/ai/threads/{thread}/messages?wait=20", json={"content": "Hello!"})
