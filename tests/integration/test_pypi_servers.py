@@ -36,6 +36,9 @@ def pypi_servers(tmp_path):
     try:
         yield var, hidden
     finally:
+        log = var / "postgres" / "server.log"
+        if log.exists():  # shown with a failure
+            print("----- PyPI PostgreSQL log -----\n" + "\n".join(log.read_text(errors="replace").splitlines()[-40:]))
         _services(var, "stop")
 
 

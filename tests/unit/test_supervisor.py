@@ -55,7 +55,7 @@ def test_describe_exit_names_the_signal_or_the_code():
 def test_a_killed_child_is_restarted_and_the_log_says_why():
     with Running({"worker": SLEEPER, "api": SLEEPER}) as running:
         first = wait_until(lambda: running.pid("worker"), what="worker started")
-        api_pid = running.pid("api")
+        api_pid = wait_until(lambda: running.pid("api"), what="api started")
         os.kill(first, signal.SIGKILL)
         second = wait_until(lambda: (pid := running.pid("worker")) != first and pid, what="worker restarted")
         assert second != first
