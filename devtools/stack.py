@@ -1,5 +1,5 @@
-"""The real stack for tests: a fresh database, the scripted model, a Celery worker, beat and the API,
-each a separate process, torn down at the end.
+"""The real stack for tests, the benchmark and scripts: a fresh database, the scripted model, a Celery
+worker, beat and the API, each a separate process, torn down at the end.
 
 Two modes, chosen by THREADLINE_TEST_MODE:
 - ``production`` (default): PostgreSQL, Redis broker and notifications, gunicorn with gevent.
