@@ -1,6 +1,6 @@
 """The fault suite's own stack: the same processes as devtools/stack.py, but wired to a private Redis
 (which tests may restart) and to PostgreSQL through a TCP proxy (which tests may cut). The database
-itself lives on the machine's PostgreSQL; the shared Redis and PostgreSQL are never touched.
+itself lives on the test PostgreSQL (devtools/services.py); the shared Redis and PostgreSQL are never touched.
 
 At the end of the session the ledger checks exactly-once in the database and prints the figures.
 """
