@@ -6,6 +6,7 @@ import logging
 from flask import Flask
 
 from api import errors
+from api.dialects.common import STORABLE_JSON_SCHEMAS
 from api.extensions import api, limiter
 from shared.config import settings
 
@@ -34,7 +35,7 @@ def create_app(config: dict | None = None) -> Flask:
         RATELIMIT_KEY_PREFIX=f"threadline:{settings.run_queue}",
         PERMANENT_SESSION_LIFETIME=settings.session_lifetime,
         API_SPEC_OPTIONS={
-            "components": {"securitySchemes": {
+            "components": {"schemas": STORABLE_JSON_SCHEMAS, "securitySchemes": {
                 "bearerAuth": {"type": "http", "scheme": "bearer", "description": "An API token (flask tokens create)."},
                 "cookieAuth": {"type": "apiKey", "in": "cookie", "name": "session",
                                "description": "The session cookie from POST /api/auth/login (chats dialect)."},

@@ -48,6 +48,28 @@ NOT_BLANK = {"pattern": r"^[^\u0000]*[^\s\u0000][^\u0000]*$"}
 NO_NUL = {"pattern": r"^[^\u0000]*$"}
 
 
+# Free-form JSON (context, state, details, references) as the OpenAPI document states it: any JSON
+# whose strings and keys hold no NUL (api/hardening.py refuses them). Served as components by
+# create_app; the nesting limit (MAX_JSON_DEPTH) is in the description, JSON Schema cannot say it.
+_REF = "#/components/schemas/"
+STORABLE_JSON_SCHEMAS = {
+    "StorableJson": {
+        "description": "Any JSON value without NUL characters in its strings or keys, nested at most "
+                       "MAX_JSON_DEPTH (32) levels.",
+        "anyOf": [{"type": "string", **NO_NUL}, {"type": "number"}, {"type": "boolean"}, {"type": "null"},
+                  {"type": "array", "items": {"$ref": _REF + "StorableJson"}}, {"$ref": _REF + "StorableObject"}],
+    },
+    "StorableObject": {"type": "object", "propertyNames": NO_NUL, "additionalProperties": {"$ref": _REF + "StorableJson"}},
+}
+
+
+def free_form(description: str, **kwargs) -> fields.Dict:
+    """A JSON object the client owns (stored and returned as given), documented as StorableObject."""
+    shape: dict = {"$ref": _REF + "StorableObject"}
+    schema = {"anyOf": [shape, {"type": "null"}]} if kwargs.get("allow_none") else {"allOf": [shape]}
+    return fields.Dict(metadata={"description": description, **schema}, **kwargs)
+
+
 def model_field(**kwargs) -> fields.String:
     """A model id: the registry's ids as an enum in the OpenAPI document (the service still checks it,
     with the dialect's own message). The registry is read once at start-up, like every setting."""

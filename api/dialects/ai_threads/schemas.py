@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
-from api.dialects.common import NOT_BLANK, model_field, not_blank
+from api.dialects.common import NOT_BLANK, free_form, model_field, not_blank
 from shared.services.messages import MAX_CONTENT
 
 
@@ -11,7 +11,7 @@ class ThreadCreate(Schema):
     title = fields.String(load_default="", validate=validate.Length(max=200))
     model_id = model_field(load_default=None, allow_none=True)
     workflow_id = fields.UUID(load_default=None, allow_none=True, metadata={"description": "Run with this workflow."})
-    context = fields.Dict(load_default=None, allow_none=True)
+    context = free_form("The client's context (e.g. page and form fields).", load_default=None, allow_none=True)
 
 
 class Pagination(Schema):
@@ -22,10 +22,10 @@ class Pagination(Schema):
 class MessageCreate(Schema):
     content = fields.String(required=True, validate=[validate.Length(min=1, max=MAX_CONTENT), not_blank],
                             metadata={"description": "The message (not blank, at most 5000 characters).", **NOT_BLANK})
-    context = fields.Dict(load_default=None, allow_none=True, metadata={"description": "Client context, e.g. page and form fields."})
-    state = fields.Dict(load_default=None, allow_none=True, metadata={
-        "description": "The same as context (seed 001 name). {} is an empty state, kept as such; the answer carries "
-                       "updated_state, also on later posts to the thread that send no state."})
+    context = free_form("Client context, e.g. page and form fields.", load_default=None, allow_none=True)
+    state = free_form("The same as context (seed 001 name). {} is an empty state, kept as such; the answer carries "
+                      "updated_state, also on later posts to the thread that send no state.",
+                      load_default=None, allow_none=True)
     model_id = model_field(load_default=None, allow_none=True)
     workflow_id = fields.UUID(load_default=None, allow_none=True, metadata={"description": "Run with this workflow (default: the thread's)."})
 

@@ -83,7 +83,8 @@ class ChatMessageCreate(Schema):
                                                     "`data.id` that POST /api/auth/login returned (or the token's "
                                                     "user). Any other value is a 403.",
                                      "example": "user-123"})
-    workflowId = fields.UUID(load_default=None, allow_none=True, metadata={"description": "Optional workflow to execute."})
+    workflowId = fields.UUID(load_default=None, allow_none=True, metadata={
+        "description": "Optional workflow to execute: the id of a workflow of your tenant (an unknown id is a 400)."})
 
 
 class ChatMessage(Schema):

@@ -97,7 +97,6 @@ def present_messages(items: list[Message], thread_id: uuid.UUID, tenant_id: uuid
 @document_errors(blp, ERRORS)
 def create_thread(body):
     """Create a thread (permission ai_threads.create)."""
-    thread_service.check_model(body["model_id"], field="model_id")
     thread = thread_service.create_thread(current_principal(), title=body["title"], model_id=body["model_id"],
                                           workflow_id=body["workflow_id"])
     return present_thread(thread)
@@ -174,7 +173,6 @@ def post_user_message(path, body, _query, _headers, **_raw):
     URL to poll. ``message_id`` (or the ``Idempotency-Key`` header) makes retries safe.
     """
     principal, thread_id = current_principal(), path["thread_id"]
-    thread_service.check_model(body["model_id"], field="model_id")
     message_id = body["message_id"]
     wait = requested_wait()
     exchange = message_service.post_user_message(

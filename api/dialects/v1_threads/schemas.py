@@ -5,7 +5,7 @@ from datetime import timezone
 
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
-from api.dialects.common import NOT_BLANK, Timestamp, model_field, not_blank
+from api.dialects.common import NO_NUL, NOT_BLANK, Timestamp, free_form, model_field, not_blank
 from shared.services.messages import MAX_CONTENT, MAX_DIRECT_CONTENT
 
 ROLES = ("USER", "ASSISTANT", "SYSTEM")
@@ -57,7 +57,8 @@ class CitationRequest(Schema):
     (the document says so in its description: JSON Schema cannot compare two fields)."""
 
     chunk_id = fields.UUID(required=True, metadata={"description": "UUID of the source chunk."})
-    quote = fields.String(required=True, validate=[validate.Length(min=1, max=MAX_DIRECT_CONTENT)])
+    quote = fields.String(required=True, validate=[validate.Length(min=1, max=MAX_DIRECT_CONTENT)],
+                          metadata={"description": "The verbatim quoted text.", **NO_NUL})
     offset = fields.Integer(required=True, validate=validate.Range(min=0, max=MAX_INDEX),
                             metadata={"description": "0-based character offset of the quote in the chunk."})
     length = fields.Integer(load_default=None, allow_none=True, validate=validate.Range(min=0, max=MAX_INDEX),
@@ -72,10 +73,11 @@ class CitationRequest(Schema):
 
 class ThreadMessageContentIn(Schema):
     text = fields.String(required=True, validate=validate.Length(max=MAX_DIRECT_CONTENT),
-                         metadata={"description": "The message text."})
+                         metadata={"description": "The message text.", **NO_NUL})
     citations = fields.List(fields.Nested(CitationRequest), load_default=list, validate=validate.Length(max=MAX_CITATIONS))
     is_error = fields.Boolean(load_default=False)
-    references = fields.List(fields.Dict(), load_default=list, validate=validate.Length(max=MAX_CITATIONS),
+    references = fields.List(free_form("A reference, stored and returned as given."), load_default=list,
+                             validate=validate.Length(max=MAX_CITATIONS),
                              metadata={"description": "Inline references, stored and returned as given."})
 
 
@@ -84,8 +86,8 @@ class CreateThreadMessageRequest(Schema):
     content = fields.Nested(ThreadMessageContentIn, required=True)
     message_id = fields.UUID(load_default=None, allow_none=True,
                              metadata={"description": "Caller-chosen id: the same id twice returns the existing message."})
-    details = fields.Dict(load_default=None, allow_none=True,
-                          metadata={"description": "Execution step data for assistant messages (e.g. tool call traces)."})
+    details = free_form("Execution step data for assistant messages (e.g. tool call traces).",
+                        load_default=None, allow_none=True)
 
 
 class UserMessageContent(Schema):
