@@ -6,6 +6,7 @@ import logging
 from flask import Flask
 
 from api import errors
+from api.dialects.common import STORABLE_JSON_SCHEMAS
 from api.extensions import api, limiter
 from shared.config import settings
 
@@ -34,7 +35,7 @@ def create_app(config: dict | None = None) -> Flask:
         RATELIMIT_KEY_PREFIX=f"threadline:{settings.run_queue}",
         PERMANENT_SESSION_LIFETIME=settings.session_lifetime,
         API_SPEC_OPTIONS={
-            "components": {"securitySchemes": {
+            "components": {"schemas": STORABLE_JSON_SCHEMAS, "securitySchemes": {
                 "bearerAuth": {"type": "http", "scheme": "bearer", "description": "An API token (flask tokens create)."},
                 "cookieAuth": {"type": "apiKey", "in": "cookie", "name": "session",
                                "description": "The session cookie from POST /api/auth/login (chats dialect)."},
@@ -48,19 +49,16 @@ def create_app(config: dict | None = None) -> Flask:
     limiter.init_app(app)
     errors.install(app)  # after api.init_app, so our renderers replace flask-smorest's
 
-    from api.dialects import ai_threads
+    from api.dialects import ai_threads, chats, v1_threads
 
+    # Each dialect's error format, status mapping and public routes are data on this app (app.extensions).
     api.register_blueprint(ai_threads.blp)
-    errors.register("/api/v1/ai/", ai_threads.render_error, ai_threads.routes.adapt_error)
-
-    from api.dialects import chats, v1_threads
-
+    errors.register(app, ai_threads.DIALECT)
     api.register_blueprint(chats.auth_blp)
     api.register_blueprint(chats.blp)
+    errors.register(app, chats.DIALECT)
     api.register_blueprint(v1_threads.blp)
-    errors.register("/api/chats", chats.render_error, chats.routes.adapt_error)
-    errors.register("/api/auth/", chats.render_error, chats.routes.adapt_error)
-    errors.register("/v1/", v1_threads.render_error, v1_threads.routes.adapt_error)
+    errors.register(app, v1_threads.DIALECT)
 
     from api import hardening, health
 

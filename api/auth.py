@@ -43,6 +43,23 @@ def current_principal_or_none() -> Principal | None:
         return None
 
 
+def require_credentials() -> None:
+    """Authenticate before anything reads the request's body or query, so a request without (valid)
+    credentials is a 401 in every dialect, never a 400/422 about its body. Routes the dialect lists
+    as public (login, logout) and paths outside the dialects (health, the OpenAPI document) are open."""
+    from api.errors import dialect_for
+
+    dialect = dialect_for(request.path)
+    if dialect is None or request.endpoint in dialect.public_endpoints:
+        return
+    try:
+        current_principal()
+    except Unauthorized:
+        if request.headers.get("Authorization") or session.get("user_id"):
+            raise  # a credential was sent: say what is wrong with it
+        raise Unauthorized(dialect.missing_credentials) from None
+
+
 def log_in(email: str, password: str) -> Principal:
     """Check the password and start a server-side session carried by the signed cookie."""
     principal = identity.authenticate_password(email, password)

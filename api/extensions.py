@@ -1,7 +1,7 @@
 """Flask extensions, created once and bound in create_app: the OpenAPI layer and the rate limiter."""
 from __future__ import annotations
 
-from flask import g, request
+from flask import request
 from flask_limiter import Limiter
 from flask_smorest import Api
 
@@ -24,9 +24,3 @@ def user_key() -> str:
 
 api = Api()
 limiter = Limiter(key_func=rate_limit_key, headers_enabled=True)
-
-
-def request_state() -> dict:
-    if "threadline" not in g:
-        g.threadline = {}
-    return g.threadline

@@ -1,12 +1,14 @@
 """Request guards that run before any dialect sees a request, so every dialect gets them for free.
 
+Credentials come first: a request without them is a 401 before its body is looked at (every dialect).
 Hostile or broken input must end in a clear 4xx in the dialect's own format, never in a 500:
 - bodies over MAX_REQUEST_BYTES → 413 (Flask's MAX_CONTENT_LENGTH; the message is made clear in
   api/errors.py);
 - JSON bodies that are not UTF-8, not JSON, nested deeper than MAX_JSON_DEPTH, or that carry
   NaN/Infinity (PostgreSQL's json type rejects them) → 400/422;
-- strings with NUL characters or unpaired surrogates anywhere in the body or the query string →
-  422 (PostgreSQL cannot store ``\\x00`` in text, and a lone surrogate cannot be encoded as UTF-8);
+- strings with NUL characters or unpaired surrogates anywhere in the body (keys too) or the query
+  string → 422 (PostgreSQL cannot store ``\\x00`` in text, and a lone surrogate cannot be encoded as
+  UTF-8). This is the only place that checks them: the dialects' schemas rely on it;
 - a ``context``/``state`` object larger than MAX_CONTEXT_BYTES → 422.
 
 It also reads the ``If-Thread-Idle`` precondition for the message services and adds the IETF draft
@@ -22,18 +24,15 @@ from typing import Any
 
 from flask import Flask, Response, g, request
 
+from api.auth import require_credentials
+from api.errors import FieldError, InvalidJson, Loc, RequestInvalid
 from shared.config import settings
-from shared.errors import BadRequest, ValidationFailed
 from shared.services import messages
 
 BODY_METHODS = ("POST", "PUT", "PATCH")
 CONTEXT_FIELDS = ("context", "state")
 UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 TRUE, FALSE = {"true", "1", "yes"}, {"false", "0", "no"}
-
-
-class InvalidJson(BadRequest):
-    code = "invalid_json"
 
 
 def _reject_constant(name: str) -> Any:
@@ -69,26 +68,27 @@ def parse_json_body(raw: bytes) -> Any:
 
 
 def check_value(body: Any) -> None:
-    """Walk the parsed body once (iteratively): depth, unstorable strings; name the first bad field."""
-    stack: list[tuple[Any, str, int]] = [(body, "", 1)]
+    """Walk the parsed body once (iteratively): depth, unstorable strings and keys; name the first bad
+    field. The one place these are checked (schemas do not repeat it), with the one limit MAX_JSON_DEPTH."""
+    limit = settings.max_json_depth
+    stack: list[tuple[Any, Loc, int]] = [(body, ("body",), 1)]
     while stack:
-        value, path, depth = stack.pop()
-        if depth > settings.max_json_depth:
-            raise ValidationFailed("The JSON body is nested too deeply.", fields={
-                path or "body": [f"At most {settings.max_json_depth} levels of nesting."]})
+        value, loc, depth = stack.pop()
+        if depth > limit:
+            raise RequestInvalid("The JSON body is nested too deeply.",
+                                 FieldError(loc, f"At most {limit} levels of nesting."))
         if isinstance(value, str):
             if UNSTORABLE.search(value):
-                raise ValidationFailed(f"{path or 'body'}: {_problem_with(value)}",
-                                       fields={path or "body": [_problem_with(value)]})
+                error = FieldError(loc, _problem_with(value))
+                raise RequestInvalid(f"{error.name}: {error.msg}", error)
         elif isinstance(value, dict):
             for key, item in value.items():
-                where = f"{path}.{key}" if path else str(key)
                 if UNSTORABLE.search(key):
-                    raise ValidationFailed(f"A field name is invalid: {_problem_with(key)}",
-                                           fields={path or "body": [f"Field name: {_problem_with(key)}"]})
-                stack.append((item, where, depth + 1))
+                    raise RequestInvalid(f"A field name is invalid: {_problem_with(key)}",
+                                         FieldError(loc, f"Field name: {_problem_with(key)}"))
+                stack.append((item, (*loc, key), depth + 1))
         elif isinstance(value, list):
-            stack.extend((item, f"{path}.{i}" if path else str(i), depth + 1) for i, item in enumerate(value))
+            stack.extend((item, (*loc, i), depth + 1) for i, item in enumerate(value))
 
 
 def check_context_size(body: Any) -> None:
@@ -99,8 +99,8 @@ def check_context_size(body: Any) -> None:
         if isinstance(value, (dict, list)):
             size = len(json.dumps(value, ensure_ascii=False).encode())
             if size > settings.max_context_bytes:
-                raise ValidationFailed(f"{name} is too large.", fields={
-                    name: [f"At most {settings.max_context_bytes} bytes of JSON (got {size})."]})
+                raise RequestInvalid(f"{name} is too large.", FieldError(
+                    ("body", name), f"At most {settings.max_context_bytes} bytes of JSON (got {size})."))
 
 
 def guard_body() -> None:
@@ -118,7 +118,7 @@ def guard_query() -> None:
     for key, values in request.args.lists():
         for value in (key, *values):
             if UNSTORABLE.search(value):
-                raise ValidationFailed(f"{key!r}: {_problem_with(value)}", fields={key: [_problem_with(value)]})
+                raise RequestInvalid(f"{key!r}: {_problem_with(value)}", FieldError(("query", key), _problem_with(value)))
 
 
 def read_idle_precondition() -> None:
@@ -128,14 +128,29 @@ def read_idle_precondition() -> None:
     if raw is not None:
         value = raw.strip().lower()
         if value not in TRUE | FALSE:
-            raise ValidationFailed("Invalid If-Thread-Idle header.", fields={"If-Thread-Idle": ["Use true or false."]})
+            raise RequestInvalid("Invalid If-Thread-Idle header.", FieldError(("header", "If-Thread-Idle"),
+                                                                              "Use true or false."))
         wanted = value in TRUE
     g.idle_token = messages.REQUIRE_IDLE.set(wanted)
 
 
+# The longest request target (path and query string, in bytes) the API reads: longer is a 414 in the
+# dialect's format. gunicorn's own request-line limit is set above it (api/gunicorn_conf.py).
+MAX_TARGET_BYTES = 4096
+
+
+def guard_target() -> None:
+    target = request.environ.get("RAW_URI") or request.full_path
+    if len(target.encode("latin-1", "replace")) > MAX_TARGET_BYTES:
+        raise RequestInvalid(f"The URL is too long (at most {MAX_TARGET_BYTES} bytes of path and query).",
+                             status=414, code="uri_too_long")
+
+
 def guard_request() -> None:
+    guard_target()
     if request.routing_exception is not None:  # no such route: let it answer 404/405 as usual
         return
+    require_credentials()  # 401 before anything looks at the body or the query
     read_idle_precondition()
     guard_query()
     guard_body()

@@ -5,8 +5,8 @@ import re
 
 from flask import request
 
+from api.errors import FieldError, RequestInvalid
 from shared.config import settings
-from shared.errors import ValidationFailed
 
 PREFER_WAIT = re.compile(r"(?:^|[;,\s])wait\s*=\s*\"?([^\s;,\"]+)", re.IGNORECASE)
 
@@ -14,9 +14,9 @@ PREFER_WAIT = re.compile(r"(?:^|[;,\s])wait\s*=\s*\"?([^\s;,\"]+)", re.IGNORECAS
 def requested_wait() -> float:
     """Seconds to wait, clamped to [0, WAIT_MAX]; the query parameter wins over the header."""
     raw = request.args.get("wait")
-    source = "wait"
+    source = ("query", "wait")
     if raw is None and (match := PREFER_WAIT.search(request.headers.get("Prefer", ""))):
-        raw, source = match.group(1), "Prefer"
+        raw, source = match.group(1), ("header", "Prefer")
     if raw is None:
         return settings.wait_default
     try:
@@ -24,7 +24,7 @@ def requested_wait() -> float:
     except ValueError:
         seconds = -1.0
     if not 0 <= seconds < float("inf"):
-        raise ValidationFailed("Invalid wait.", fields={source: ["Must be a number of seconds, 0 or more."]})
+        raise RequestInvalid("Invalid wait.", FieldError(source, "Must be a number of seconds, 0 or more."))
     return min(seconds, settings.wait_max)
 
 
@@ -34,5 +34,5 @@ def idempotency_key() -> str | None:
         return None
     key = key.strip()
     if not key or len(key) > 255:
-        raise ValidationFailed("Invalid Idempotency-Key.", fields={"Idempotency-Key": ["1 to 255 characters."]})
+        raise RequestInvalid("Invalid Idempotency-Key.", FieldError(("header", "Idempotency-Key"), "1 to 255 characters."))
     return key

@@ -1,15 +1,16 @@
-"""Helpers the dialects share: timestamp formats, input hygiene, error documentation and poll headers."""
+"""Helpers the dialects share: timestamp formats, schema fields, error documentation and poll headers.
+
+Input hygiene (NUL characters, unpaired surrogates, nesting depth) is not here: api/hardening.py
+checks every JSON body and query string once, with the one limit MAX_JSON_DEPTH, before any schema."""
 from __future__ import annotations
 
-import math
 from datetime import datetime, timezone
-from typing import Any, Callable
+from typing import Callable
 
 from flask_smorest import Blueprint
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
 
-
-MAX_JSON_DEPTH = 20
+from shared.config import settings
 
 
 def iso(value: datetime | None, timespec: str = "milliseconds") -> str | None:
@@ -36,44 +37,48 @@ class Timestamp(fields.DateTime):
         return iso(value, self.timespec)
 
 
-def _check_text(value: str, where: str) -> None:
-    if "\x00" in value:
-        raise ValidationError(f"{where} must not contain NUL characters.")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValidationError(f"{where} must be valid Unicode (no lone surrogates).") from None
-
-
-def safe_text(value: str) -> None:
-    """Marshmallow validator: text the database can store (PostgreSQL refuses NUL and lone surrogates)."""
-    _check_text(value, "Text")
-
-
-def safe_json(value: Any) -> None:
-    """Marshmallow validator for free-form JSON: storable strings, finite numbers, bounded nesting."""
-
-    def walk(node: Any, depth: int) -> None:
-        if depth > MAX_JSON_DEPTH:
-            raise ValidationError(f"Nested deeper than {MAX_JSON_DEPTH} levels.")
-        if isinstance(node, str):
-            _check_text(node, "Strings")
-        elif isinstance(node, float) and not math.isfinite(node):
-            raise ValidationError("Numbers must be finite.")
-        elif isinstance(node, dict):
-            for key, item in node.items():
-                _check_text(str(key), "Keys")
-                walk(item, depth + 1)
-        elif isinstance(node, list):
-            for item in node:
-                walk(item, depth + 1)
-
-    walk(value, 0)
-
-
 def not_blank(value: str) -> None:
     if not value.strip():
         raise ValidationError("Must not be blank.")
+
+
+# What the OpenAPI document says about text, so generated clients send what is accepted: at least one
+# character that is not white space (``not_blank``); NUL characters are refused by api/hardening.py.
+NOT_BLANK = {"pattern": r"^[^\u0000]*[^\s\u0000][^\u0000]*$"}
+NO_NUL = {"pattern": r"^[^\u0000]*$"}
+
+
+# Free-form JSON (context, state, details, references) as the OpenAPI document states it: any JSON
+# whose strings and keys hold no NUL (api/hardening.py refuses them). Served as components by
+# create_app; the nesting limit (MAX_JSON_DEPTH) is in the description, JSON Schema cannot say it.
+_REF = "#/components/schemas/"
+STORABLE_JSON_SCHEMAS = {
+    "StorableJson": {
+        "description": "Any JSON value without NUL characters in its strings or keys, nested at most "
+                       "MAX_JSON_DEPTH (32) levels.",
+        "anyOf": [{"type": "string", **NO_NUL}, {"type": "number"}, {"type": "boolean"}, {"type": "null"},
+                  {"type": "array", "items": {"$ref": _REF + "StorableJson"}}, {"$ref": _REF + "StorableObject"}],
+    },
+    "StorableObject": {"type": "object", "propertyNames": NO_NUL, "additionalProperties": {"$ref": _REF + "StorableJson"}},
+}
+
+
+def free_form(description: str, **kwargs) -> fields.Dict:
+    """A JSON object the client owns (stored and returned as given), documented as StorableObject."""
+    shape: dict = {"$ref": _REF + "StorableObject"}
+    schema = {"anyOf": [shape, {"type": "null"}]} if kwargs.get("allow_none") else {"allOf": [shape]}
+    return fields.Dict(metadata={"description": description, **schema}, **kwargs)
+
+
+def model_field(**kwargs) -> fields.String:
+    """A model id: the registry's ids as an enum in the OpenAPI document (the service still checks it,
+    with the dialect's own message). The registry is read once at start-up, like every setting."""
+    description = kwargs.pop("description", "A model of the server's registry.")
+    enum: list[str | None] = sorted(settings.models)
+    if kwargs.get("allow_none"):
+        enum.append(None)  # JSON Schema: a null must be in the enum too
+    return fields.String(validate=validate.Length(min=1, max=100),
+                         metadata={"description": description, "enum": enum}, **kwargs)
 
 
 def document_errors(blp: Blueprint, statuses: dict[int | str, tuple[type, str]]) -> Callable:

@@ -73,6 +73,14 @@ _ACTIVE_RUNS_OF_USER = (  # reads only the user's active runs (ix_runs_user_acti
 )
 
 
+# The name (context or state) the thread's client last used; walks the thread's messages newest first.
+_LAST_CONTEXT_KEY = (
+    select(MESSAGES.c.context_key)
+    .where(MESSAGES.c.thread_id == bindparam("thread_id"), MESSAGES.c.context_key.is_not(None))
+    .order_by(MESSAGES.c.seq.desc()).limit(1)
+)
+
+
 def _check_capacity(session: Session, principal: Principal) -> None:
     """Refuse a post that would let one user fill the queue (more than MAX_ACTIVE_RUNS_PER_USER
     answers pending). Locking the user row serialises one user's posts, so the check cannot be
@@ -176,6 +184,8 @@ def post_user_message(
             _check_capacity(session, principal)
             thread = _reserve_seqs(session, principal, thread_ref, 2, context)
             _check_idle(session, thread.id)
+            if context_key is None:  # a follow-up without context/state keeps the thread's word for it (seed 001)
+                context_key = session.scalar(_LAST_CONTEXT_KEY, {"thread_id": thread.id})
             workflow = check_workflow(session, principal, workflow_id or thread.workflow_id)
             now = _after(thread.last_created)  # the thread row is locked now: strictly increasing
             answer_at = now + CREATED_AT_STEP
@@ -267,15 +277,36 @@ def steps_by_message(session: Session, message_ids: list[uuid.UUID]) -> dict[uui
     return grouped
 
 
+def require_readable(session: Session, principal: Principal, message: Message) -> None:
+    """May the caller read this one message of its own thread?
+
+    With ``ai_thread_messages.read``: yes. With only ``ai_thread_messages.create`` (the seed's one
+    permission for posting): only the two messages of a post the user made for an answer — its own
+    message and the response it polls (or streams) for — never any other message of the thread, and
+    no listing. Anything else is the missing-permission 403 it always was."""
+    if permissions.MESSAGES_READ in principal.permissions:
+        return
+    if permissions.MESSAGES_CREATE in principal.permissions and session.scalar(
+        select(Run.id).where(
+            (Run.request_message_id == message.id) | (Run.response_message_id == message.id),
+            Run.thread_id == message.thread_id, Run.user_id == principal.user_id,
+        ).limit(1)
+    ) is not None:
+        return
+    principal.require(permissions.MESSAGES_READ)  # raises Forbidden
+
+
 def get_message(
     principal: Principal, thread_ref: int | uuid.UUID, message_id: uuid.UUID
 ) -> tuple[Message, list[RunStep]]:
-    principal.require(permissions.MESSAGES_READ)
+    if not {permissions.MESSAGES_READ, permissions.MESSAGES_CREATE} & principal.permissions:
+        principal.require(permissions.MESSAGES_READ)
     with transaction() as session:
         thread = owned_thread(session, principal, thread_ref)
         message = session.get(Message, message_id)
         if message is None or message.thread_id != thread.id:
             raise NotFound("Message not found.")
+        require_readable(session, principal, message)
         return message, steps_by_message(session, [message.id]).get(message.id, [])
 
 
@@ -322,9 +353,10 @@ def create_message(
 ) -> tuple[Message, bool]:
     """Store a finished message without asking the AI (history imports, system notes, outside agents).
 
-    Returns (message, created). ``message_id`` makes it idempotent: the same id with the same body
-    returns the stored message with created=False; the id with another body, or in another thread,
-    is a Conflict.
+    Returns (message, created). ``message_id`` makes it idempotent (seed 004: "submitting the same
+    message_id twice returns the existing message without creating a duplicate"): the same id in the
+    same thread returns the stored message with created=False, whatever the body; an id taken in
+    another thread is a Conflict.
     """
     principal.require(permissions.MESSAGES_CREATE)
     if role not in ("user", "assistant", "system"):
@@ -336,8 +368,8 @@ def create_message(
 
     def stored(session: Session, thread_id: int) -> Message | None:
         found = session.get(Message, message_id)
-        if found is not None and (found.thread_id != thread_id or found.request_hash != fingerprint):
-            raise Conflict("This message_id is already used by a different message.")
+        if found is not None and found.thread_id != thread_id:
+            raise Conflict("This message_id is already used by a message of another thread.")
         return found
 
     try:

@@ -18,10 +18,11 @@ from shared.permissions import Principal
 MAX_THREAD_ID = 2**63 - 1
 
 
-def check_model(model_id: str | None, field: str = "modelId") -> str | None:
+def check_model(model_id: str | None) -> str | None:
+    """Field errors name fields in the core's words (``model_id``); each dialect renames them."""
     if model_id is not None and model_id not in settings.models:
         known = ", ".join(sorted(settings.models))
-        raise ValidationFailed(f"Unknown model '{model_id}'.", fields={field: [f"Unknown model. Known: {known}."]})
+        raise ValidationFailed(f"Unknown model '{model_id}'.", fields={"model_id": [f"Unknown model. Known: {known}."]})
     return model_id
 
 
@@ -30,7 +31,7 @@ def check_workflow(session: Session, principal: Principal, workflow_id: uuid.UUI
         return None
     workflow = session.get(Workflow, workflow_id)
     if workflow is None or workflow.tenant_id != principal.tenant_id:
-        raise ValidationFailed("Unknown workflow.", fields={"workflowId": ["No such workflow."]})
+        raise ValidationFailed("Unknown workflow.", fields={"workflow_id": ["No such workflow."]})
     return workflow
 
 

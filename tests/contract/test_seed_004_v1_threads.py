@@ -69,7 +69,7 @@ def test_full_request_body_round_trips(client, user):
     assert citation["path_part_id"] == chunk.chunk_id and citation["path"]
     # "submitting the same message_id twice returns the existing message without creating a duplicate"
     again = client.post(f"/v1/threads/{thread}/messages", json=body)
-    assert again.status_code == 200 and again.json() == message
+    assert again.status_code == 201 and again.json() == message and again.headers["Idempotent-Replayed"] == "true"
     assert len(client.get(f"/v1/threads/{thread}/messages").json()["data"]) == 1
 
 

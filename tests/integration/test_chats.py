@@ -149,16 +149,18 @@ def test_403_for_another_users_chat_or_userid(client_for, make_user, user):
     assert_error(other.get(f"/api/chats/{chat}/messages"), 403, "Forbidden")
 
 
-def test_404_for_missing_malformed_or_other_tenants_chats(client_for, make_user, user):
+def test_404_for_missing_or_other_tenants_chats_and_400_for_malformed_ids(client_for, make_user, user):
     client = login(client_for, user)
     chat = new_chat(client)
     stranger = make_user()
     other = login(client_for, stranger)
     for response in (other.get(f"/api/chats/{chat}"), post(other, chat, stranger),
                      client.get(f"/api/chats/{uuid.uuid4()}"), post(client, str(uuid.uuid4()), user),
-                     post(client, "not-a-uuid", user), client.get("/api/chats/12345"),
                      client.get(f"/api/chats/{chat}/messages/{uuid.uuid4()}")):
         assert_error(response, 404, "Not Found")
+    # seed 002: "400 | Bad Request | Invalid request body or parameters" — a chatId that is not a UUID
+    for response in (post(client, "not-a-uuid", user), client.get("/api/chats/12345")):
+        assert_error(response, 400, "Bad Request")
 
 
 @pytest.mark.parametrize("change, field", [

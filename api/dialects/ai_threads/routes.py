@@ -8,7 +8,7 @@ from flask import url_for
 from flask_smorest import Blueprint
 
 from api.auth import current_principal
-from api.errors import Problem
+from api.errors import Dialect, Problem
 from api.extensions import limiter, user_key
 from api.waiting import idempotency_key, requested_wait
 from api.dialects.ai_threads import schemas
@@ -24,16 +24,13 @@ blp = Blueprint("ai_threads", __name__, url_prefix="/api/v1/ai/threads", descrip
 
 def render_error(problem: Problem) -> dict:
     body = {"message": problem.message, "code": problem.code}
-    if problem.fields:
-        body["errors"] = problem.fields
+    if problem.errors:
+        body["errors"] = problem.fields()
     return body
 
 
-def adapt_error(problem: Problem) -> Problem:
-    """This dialect documents 422 for every bad request, malformed JSON included."""
-    if problem.status == 400:
-        problem.status = 422
-    return problem
+# The seed documents 422 for every bad request, malformed JSON included.
+DIALECT = Dialect("ai-threads", ("/api/v1/ai/",), render_error, statuses={400: 422})
 
 
 _E = schemas.AiThreadsError
@@ -133,10 +130,12 @@ def post_message(body, _query, thread_id: int):
     Waits up to ``?wait=`` / ``Prefer: wait=`` seconds for the answer. When it is not ready the response
     message is ``queued`` or ``in_progress``: poll the ``Location`` header's URL.
     """
+    # "state": {} is an (empty) state, not an absent one (seed 001): test for None, never for truth
     context_key = "state" if body["state"] is not None else ("context" if body["context"] is not None else None)
+    context = body["state"] if body["state"] is not None else body["context"]
     wait = requested_wait()
     exchange = message_service.post_user_message(
-        current_principal(), thread_id, content=body["content"], context=body["state"] or body["context"],
+        current_principal(), thread_id, content=body["content"], context=context,
         context_key=context_key, client_message_id=idempotency_key(), model_id=body["model_id"],
         workflow_id=body["workflow_id"],
     )
@@ -169,6 +168,10 @@ def list_messages(query, thread_id: int):
 @blp.response(200, schemas.MessageResource)
 @document_errors(blp, ERRORS)
 def get_message(thread_id: int, message_id: uuid.UUID):
-    """One message; poll this until ``status`` is completed or failed."""
+    """One message; poll this until ``status`` is completed or failed.
+
+    Permission ai_thread_messages.read, or, with only ai_thread_messages.create, the two messages of a
+    post you made (its own message and the response you poll for).
+    """
     message, steps = message_service.get_message(current_principal(), thread_id, message_id)
     return present_messages([message], {message.id: steps})[0]

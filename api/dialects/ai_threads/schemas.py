@@ -3,15 +3,15 @@ from __future__ import annotations
 
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
-from api.dialects.common import safe_json, safe_text
+from api.dialects.common import NOT_BLANK, free_form, model_field, not_blank
 from shared.services.messages import MAX_CONTENT
 
 
 class ThreadCreate(Schema):
-    title = fields.String(load_default="", validate=[validate.Length(max=200), safe_text])
-    model_id = fields.String(load_default=None, allow_none=True, validate=[validate.Length(max=100), safe_text])
+    title = fields.String(load_default="", validate=validate.Length(max=200))
+    model_id = model_field(load_default=None, allow_none=True)
     workflow_id = fields.UUID(load_default=None, allow_none=True, metadata={"description": "Run with this workflow."})
-    context = fields.Dict(load_default=None, allow_none=True, validate=safe_json)
+    context = free_form("The client's context (e.g. page and form fields).", load_default=None, allow_none=True)
 
 
 class Pagination(Schema):
@@ -20,10 +20,13 @@ class Pagination(Schema):
 
 
 class MessageCreate(Schema):
-    content = fields.String(required=True, validate=[validate.Length(min=1, max=MAX_CONTENT), safe_text])
-    context = fields.Dict(load_default=None, allow_none=True, validate=safe_json, metadata={"description": "Client context, e.g. page and form fields."})
-    state = fields.Dict(load_default=None, allow_none=True, validate=safe_json, metadata={"description": "The same as context (seed 001 name)."})
-    model_id = fields.String(load_default=None, allow_none=True, validate=[validate.Length(max=100), safe_text])
+    content = fields.String(required=True, validate=[validate.Length(min=1, max=MAX_CONTENT), not_blank],
+                            metadata={"description": "The message (not blank, at most 5000 characters).", **NOT_BLANK})
+    context = free_form("Client context, e.g. page and form fields.", load_default=None, allow_none=True)
+    state = free_form("The same as context (seed 001 name). {} is an empty state, kept as such; the answer carries "
+                      "updated_state, also on later posts to the thread that send no state.",
+                      load_default=None, allow_none=True)
+    model_id = model_field(load_default=None, allow_none=True)
     workflow_id = fields.UUID(load_default=None, allow_none=True, metadata={"description": "Run with this workflow (default: the thread's)."})
 
     @validates_schema

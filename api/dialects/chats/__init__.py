@@ -1,5 +1,4 @@
 """chats: /api/chats with UUID chat ids and /api/auth cookie sessions (seeds 002 and 003)."""
-from api.dialects.chats import routes
-from api.dialects.chats.routes import auth_blp, blp, render_error
+from api.dialects.chats.routes import DIALECT, auth_blp, blp
 
-__all__ = ["auth_blp", "blp", "render_error", "routes"]
+__all__ = ["DIALECT", "auth_blp", "blp"]

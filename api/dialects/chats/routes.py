@@ -1,22 +1,22 @@
 """HTTP ↔ shared.services for the chats dialect (seeds 002, 003): /api/chats with UUID chat ids, cookie
 sessions from /api/auth/login (bearer tokens work too), NestJS-style errors, every status a 400 when
-the input is wrong."""
+the input is wrong — a ``chatId`` that is not a UUID included ("Invalid request body or parameters")."""
 from __future__ import annotations
 
 import uuid
 from http import HTTPStatus
 
-from flask import request, session, url_for
+from flask import request, url_for
 from flask_smorest import Blueprint
 
 from api import auth
 from api.dialects.chats import schemas
 from api.dialects.common import AnswerHeaders, document_errors, poll_headers
-from api.errors import Problem
+from api.errors import Dialect, Problem
 from api.extensions import limiter, user_key
 from api.waiting import idempotency_key, requested_wait
 from shared.config import settings
-from shared.errors import Forbidden, Unauthorized
+from shared.errors import Forbidden
 from shared.models import Message, Thread
 from shared.services import messages as message_service
 from shared.services import threads as thread_service
@@ -26,10 +26,10 @@ auth_blp = Blueprint("chats_auth", __name__, url_prefix="/api/auth",
 blp = Blueprint("chats", __name__, url_prefix="/api/chats", description="chats dialect (seeds 002, 003)")
 
 E = schemas.ChatsError
-BAD_REQUEST = {400: (E, "Invalid request body or parameters")}
+BAD_REQUEST = {400: (E, "Invalid request body or parameters (a chatId that is not a UUID included)")}
 UNAUTHORIZED = {401: (E, "Invalid or missing session")}
 FORBIDDEN = {403: (E, "Another user's chat, userId not yours, or a missing permission")}
-NOT_FOUND = {404: (E, "Chat (or message) does not exist; a chatId that is not a UUID names no chat")}
+NOT_FOUND = {404: (E, "Chat (or message) does not exist")}
 CONFLICT = {409: (E, "Idempotency-Key reused with a different body")}
 RATE_LIMITED = {429: (E, "Too many requests (see Retry-After)")}
 DEFAULT = {"default": (E, "Any other error, same format")}
@@ -38,28 +38,19 @@ READ_ERRORS = {**BAD_REQUEST, **UNAUTHORIZED, **FORBIDDEN, **NOT_FOUND, **DEFAUL
 
 def render_error(problem: Problem) -> dict:
     body = {"statusCode": problem.status, "error": HTTPStatus(problem.status).phrase, "message": problem.message}
-    if problem.fields:
-        body["details"] = problem.fields
+    if problem.errors:
+        body["details"] = problem.fields()
     return body
 
 
-def adapt_error(problem: Problem) -> Problem:
-    """The seed documents 400 for every invalid body or parameter (unknown modelId included)."""
-    if problem.status == 422:
-        problem.status = 400
-    return problem
-
-
-@blp.before_request
-def require_caller():
-    """Every chats route needs a session or a token: 401 before the body is even looked at."""
-    try:
-        auth.current_principal()
-    except Unauthorized:
-        if request.headers.get("Authorization") or session.get("user_id"):
-            raise  # a credential was sent: say what is wrong with it
-        raise Unauthorized("Invalid or missing session: log in with POST /api/auth/login, "
-                           "or send a bearer token.") from None
+# The seed documents 400 for every invalid body or parameter (an unknown modelId included); services
+# name fields in the core's words, this dialect in camelCase.
+DIALECT = Dialect(
+    "chats", ("/api/chats", "/api/auth/"), render_error, statuses={422: 400},
+    field_names={"model_id": "modelId", "workflow_id": "workflowId", "user_id": "userId"},
+    public_endpoints=frozenset({"chats_auth.login", "chats_auth.logout"}),
+    missing_credentials="Invalid or missing session: log in with POST /api/auth/login, or send a bearer token.",
+)
 
 
 def present_chat(thread: Thread) -> dict:
@@ -126,16 +117,18 @@ def list_chats(query):
     return {"data": [present_chat(t) for t in threads], "meta": {"total": total, **query}}
 
 
-@blp.route("/<uuid:chatId>", methods=["GET"])
+@blp.route("/<chatId>", methods=["GET"])
+@blp.arguments(schemas.ChatPath, location="path", error_status_code=400)
 @blp.response(200, schemas.ChatEnvelope)
 @document_errors(blp, READ_ERRORS)
-def get_chat(chatId: uuid.UUID):  # noqa: N803 - the seed's parameter name
+def get_chat(path, **_raw):
     """One chat (permission ai_threads.read)."""
-    return {"data": present_chat(thread_service.get_thread(auth.current_principal(), chatId))}
+    return {"data": present_chat(thread_service.get_thread(auth.current_principal(), path["chatId"]))}
 
 
-@blp.route("/<uuid:chatId>/messages", methods=["POST"])
+@blp.route("/<chatId>/messages", methods=["POST"])
 @limiter.limit(lambda: settings.rate_limit_messages, key_func=user_key)
+@blp.arguments(schemas.ChatPath, location="path", error_status_code=400)
 @blp.arguments(schemas.ChatMessageCreate, error_status_code=400)
 @blp.arguments(AnswerHeaders, location="headers", error_status_code=400)
 @blp.response(201, schemas.PostedEnvelope,
@@ -143,7 +136,7 @@ def get_chat(chatId: uuid.UUID):  # noqa: N803 - the seed's parameter name
                                     "schema": {"type": "string"}},
                        "Retry-After": {"description": "Seconds before polling", "schema": {"type": "string"}}})
 @document_errors(blp, {**READ_ERRORS, **CONFLICT, **RATE_LIMITED})
-def post_message(body, _headers, chatId: uuid.UUID):  # noqa: N803
+def post_message(path, body, _headers, **_raw):
     """Create Message: post a user message; the AI assistant answers it (seed 002).
 
     Waits for the answer up to ``Prefer: wait=N`` seconds (or ``?wait=N``; default and maximum from
@@ -151,7 +144,7 @@ def post_message(body, _headers, chatId: uuid.UUID):  # noqa: N803
     is ``queued`` or ``in_progress`` and the ``Location`` header is the URL to poll. Resending with the
     same ``Idempotency-Key`` header returns the same two messages and never starts a second answer.
     """
-    principal = auth.current_principal()
+    principal, chatId = auth.current_principal(), path["chatId"]  # noqa: N806 - the seed's name
     if body["userId"] != principal.user_id:
         raise Forbidden("userId must be the logged-in user.", fields={"userId": ["Not the logged-in user."]})
     wait = requested_wait()
@@ -168,22 +161,29 @@ def post_message(body, _headers, chatId: uuid.UUID):  # noqa: N803
     return {"data": data}, 201, headers
 
 
-@blp.route("/<uuid:chatId>/messages", methods=["GET"])
+@blp.route("/<chatId>/messages", methods=["GET"])
+@blp.arguments(schemas.ChatPath, location="path", error_status_code=400)
 @blp.arguments(schemas.ChatsPage, location="query", error_status_code=400)
 @blp.response(200, schemas.ChatMessageList)
 @document_errors(blp, READ_ERRORS)
-def list_messages(query, chatId: uuid.UUID):  # noqa: N803
+def list_messages(path, query, **_raw):
     """The chat's messages in conversation order (permission ai_thread_messages.read)."""
+    chatId = path["chatId"]  # noqa: N806 - the seed's name
     items, total, _ = message_service.list_messages(
         auth.current_principal(), chatId, limit=query["limit"], offset=query["offset"], with_steps=False
     )
     return {"data": [present_message(m, chatId) for m in items], "meta": {"total": total, **query}}
 
 
-@blp.route("/<uuid:chatId>/messages/<uuid:messageId>", methods=["GET"])
+@blp.route("/<chatId>/messages/<messageId>", methods=["GET"])
+@blp.arguments(schemas.MessagePath, location="path", error_status_code=400)
 @blp.response(200, schemas.ChatMessageEnvelope)
 @document_errors(blp, READ_ERRORS)
-def get_message(chatId: uuid.UUID, messageId: uuid.UUID):  # noqa: N803
-    """One message; poll an answer here until its ``status`` is completed or failed."""
-    message, _ = message_service.get_message(auth.current_principal(), chatId, messageId)
-    return {"data": present_message(message, chatId)}
+def get_message(path, **_raw):
+    """One message; poll an answer here until its ``status`` is completed or failed.
+
+    Permission ai_thread_messages.read, or, with only ai_thread_messages.create, the two messages of a
+    post you made (its own message and the response you poll for).
+    """
+    message, _ = message_service.get_message(auth.current_principal(), path["chatId"], path["messageId"])
+    return {"data": present_message(message, path["chatId"])}

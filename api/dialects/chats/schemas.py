@@ -3,15 +3,15 @@ from __future__ import annotations
 
 from marshmallow import Schema, fields, validate
 
-from api.dialects.common import Timestamp, not_blank, safe_text
+from api.dialects.common import NOT_BLANK, Timestamp, model_field, not_blank
 from shared.services.messages import MAX_CONTENT
 
 STATUSES = ("queued", "in_progress", "completed", "failed", "cancelled")
 
 
 class LoginRequest(Schema):
-    email = fields.String(required=True, validate=[validate.Length(min=1, max=320), safe_text])
-    password = fields.String(required=True, validate=[validate.Length(min=1, max=1000), safe_text],
+    email = fields.String(required=True, validate=[validate.Length(min=1, max=320)])
+    password = fields.String(required=True, validate=[validate.Length(min=1, max=1000)],
                              load_only=True)
 
 
@@ -25,10 +25,19 @@ class UserEnvelope(Schema):
     data = fields.Nested(ChatsUser, required=True)
 
 
+class ChatPath(Schema):
+    """A chatId that is not a UUID is a 400 (seed 002: "Invalid request body or parameters"), not a 404."""
+
+    chatId = fields.UUID(required=True, metadata={"description": "The chat's unique identifier (UUID)."})
+
+
+class MessagePath(ChatPath):
+    messageId = fields.UUID(required=True, metadata={"description": "The message's identifier (UUID)."})
+
+
 class ChatCreate(Schema):
-    title = fields.String(load_default="", validate=[validate.Length(max=200), safe_text])
-    modelId = fields.String(load_default=None, allow_none=True, validate=[validate.Length(min=1, max=100), safe_text],
-                            metadata={"description": "Default model for the chat's messages."})
+    title = fields.String(load_default="", validate=validate.Length(max=200))
+    modelId = model_field(load_default=None, allow_none=True, description="Default model for the chat's messages.")
     workflowId = fields.UUID(load_default=None, allow_none=True, metadata={"description": "A workflow of your tenant."})
 
 
@@ -65,13 +74,17 @@ class ChatList(Schema):
 class ChatMessageCreate(Schema):
     """The seed's body: content, modelId and userId required, workflowId optional."""
 
-    content = fields.String(required=True, validate=[validate.Length(min=1, max=MAX_CONTENT), not_blank, safe_text],
-                            metadata={"description": "The message content."})
-    modelId = fields.String(required=True, validate=[validate.Length(min=1, max=100), safe_text],
-                            metadata={"description": "The AI model to use for the response, e.g. gpt-4."})
-    userId = fields.String(required=True, validate=[validate.Length(min=1, max=64), safe_text],
-                           metadata={"description": "The user sending the message: must be the logged-in user."})
-    workflowId = fields.UUID(load_default=None, allow_none=True, metadata={"description": "Optional workflow to execute."})
+    content = fields.String(required=True, validate=[validate.Length(min=1, max=MAX_CONTENT), not_blank],
+                            metadata={"description": "The message content (not blank).", **NOT_BLANK})
+    modelId = model_field(required=True, description="The AI model to use for the response: one of the server's "
+                                                     "model registry (GET /openapi.json lists them), e.g. gpt-4.")
+    userId = fields.String(required=True, validate=[validate.Length(min=1, max=64)],
+                           metadata={"description": "The user sending the message. It must be the caller: the "
+                                                    "`data.id` that POST /api/auth/login returned (or the token's "
+                                                    "user). Any other value is a 403.",
+                                     "example": "user-123"})
+    workflowId = fields.UUID(load_default=None, allow_none=True, metadata={
+        "description": "Optional workflow to execute: the id of a workflow of your tenant (an unknown id is a 400)."})
 
 
 class ChatMessage(Schema):

@@ -8,18 +8,15 @@ from __future__ import annotations
 
 import uuid
 from datetime import timezone
-from typing import Any
 
 from flask import url_for
 from flask_smorest import Blueprint
-from werkzeug.exceptions import HTTPException
 
-from api import errors
 from api.auth import current_principal
 from api.dialects.common import AnswerHeaders, document_errors, iso, poll_headers
 from api.dialects.v1_threads import schemas
-from api.errors import Problem
-from api.extensions import limiter, request_state, user_key
+from api.errors import Dialect, Problem
+from api.extensions import limiter, user_key
 from api.waiting import idempotency_key, requested_wait
 from shared.config import settings
 from shared.models import Message, Run, RunStep, Thread
@@ -31,79 +28,19 @@ blp = Blueprint("v1_threads", __name__, url_prefix="/v1/threads", description="v
 
 # -- errors: {"detail": [{"loc", "msg", "type"}]} for 422, {"detail": "..."} otherwise ------------------
 
-LOCATIONS = {"json": "body", "query": "query", "querystring": "query", "view_args": "path", "path": "path",
-             "headers": "header"}
-QUERY_FIELDS = {"wait", "limit", "offset", "before", "with_details"}
-HEADER_FIELDS = {"Prefer", "Idempotency-Key"}
-RENAMED = {"modelId": "model_id", "workflowId": "workflow_id"}
-TYPES = {"Missing data for required field.": "missing", "Unknown field.": "extra_forbidden",
-         "Field may not be null.": "none_forbidden", "Not a valid UUID.": "uuid_parsing",
-         "Not a valid integer.": "int_parsing", "Not a valid string.": "string_type",
-         "Not a valid boolean.": "bool_parsing", "Invalid input type.": "type_error",
-         "Invalid JSON body.": "json_invalid"}
-
-
-def _item(loc: list, msg: str) -> dict:
-    return {"loc": loc, "msg": msg, "type": TYPES.get(msg, "value_error")}
-
-
-def _from_webargs(messages: Any) -> list[dict]:
-    """webargs errors ({"json": {"content": {"text": [...]}}}) → FastAPI's detail list."""
-    items: list[dict] = []
-
-    def walk(loc: list, value: Any) -> None:
-        if isinstance(value, dict):
-            for key, sub in value.items():
-                walk(loc if key == "_schema" else [*loc, key if isinstance(key, int) else str(key)], sub)
-        elif isinstance(value, list) and all(isinstance(v, str) for v in value):
-            items.extend(_item(loc, message) for message in value)
-        else:
-            items.append(_item(loc, str(value)))
-
-    if isinstance(messages, dict):
-        for location, value in messages.items():
-            walk([LOCATIONS.get(location, str(location))], value)
-    else:
-        walk(["body"], messages)
-    return items
-
-
-def _from_fields(fields: dict[str, list[str]]) -> list[dict]:
-    """Service errors name a field (``model_id``, ``wait``, ``Idempotency-Key``): place it."""
-    items = []
-    for name, messages in fields.items():
-        name = RENAMED.get(name, name)
-        where = "query" if name in QUERY_FIELDS else "header" if name in HEADER_FIELDS else "body"
-        loc = [where] if name == "body" else [where, *name.split(".")]
-        items.extend(_item(loc, message) for message in messages)
-    return items
-
-
-@blp.errorhandler(400)
-@blp.errorhandler(422)
-def _validation_error(exc: HTTPException):
-    """Keep webargs' locations (body, query, path) for the renderer before they are flattened."""
-    data = getattr(exc, "data", None) or {}
-    if "messages" in data:
-        request_state()["v1_validation"] = _from_webargs(data["messages"])
-    return errors.respond(exc)
-
 
 def render_error(problem: Problem) -> dict:
     if problem.status == 422:
-        detail = request_state().pop("v1_validation", None) or _from_fields(problem.fields)
         kind = "json_invalid" if problem.code == "invalid_json" else "value_error"
+        detail = [{"loc": list(e.loc), "msg": e.msg, "type": e.type} for e in problem.errors]
         return {"detail": detail or [{"loc": ["body"], "msg": problem.message, "type": kind}]}
     return {"detail": problem.message}
 
 
-def adapt_error(problem: Problem) -> Problem:
-    """FastAPI answers every invalid request, malformed JSON included, with 422."""
-    if problem.status == 400:
-        problem.status = 422
-    return problem
+# FastAPI answers every invalid request, malformed JSON included, with 422.
+DIALECT = Dialect("v1-threads", ("/v1/",), render_error, statuses={400: 422})
 
-
+REPLAYED = "Idempotent-Replayed"
 E, V = schemas.HTTPError, schemas.HTTPValidationError
 ERRORS = {401: (E, "Missing or invalid token"), 403: (E, "Missing permission, or another user's thread"),
           404: (E, "No such thread (or message) for you; another tenant's thread does not exist for you"),
@@ -160,7 +97,6 @@ def present_messages(items: list[Message], thread_id: uuid.UUID, tenant_id: uuid
 @document_errors(blp, ERRORS)
 def create_thread(body):
     """Create a thread (permission ai_threads.create)."""
-    thread_service.check_model(body["model_id"], field="model_id")
     thread = thread_service.create_thread(current_principal(), title=body["title"], model_id=body["model_id"],
                                           workflow_id=body["workflow_id"])
     return present_thread(thread)
@@ -191,16 +127,18 @@ def get_thread(path, **_raw):
 @blp.route("/<thread_id>/messages", methods=["POST"])
 @blp.arguments(schemas.ThreadPath, location="path")
 @blp.arguments(schemas.CreateThreadMessageRequest)
-@blp.response(201, schemas.ThreadMessageResponse)
-@blp.alt_response(200, schema=schemas.ThreadMessageResponse, success=True,
-                  description="This message_id was already stored with the same body: the existing message")
-@document_errors(blp, WRITE_ERRORS)
+@blp.response(201, schemas.ThreadMessageResponse, headers={
+    REPLAYED: {"description": "`true` when this message_id was already stored: the answer is the existing "
+                              "message, unchanged (the request body is not applied)", "schema": {"type": "string"}}})
+@document_errors(blp, {**WRITE_ERRORS, 409: (E, "message_id is already used by a message of another thread")})
 def create_message(path, body, **_raw):
     """Create a message directly in a thread, without AI generation (permission ai_thread_messages.create).
 
     For importing history, system notes or answers produced elsewhere. Use POST …/user_message to
-    have the AI answer. With ``message_id`` the call is idempotent: the same id and body again
-    answers 200 with the stored message; the same id with a different body is a 409.
+    have the AI answer. With ``message_id`` the call is idempotent (seed 004: "submitting the same
+    message_id twice returns the existing message without creating a duplicate"): the same id again
+    answers 201 with the stored message and ``Idempotent-Replayed: true``, also when the body differs;
+    an id used in another thread is a 409.
     """
     principal, content = current_principal(), body["content"]
     citations = [dict(chunk_id=str(c["chunk_id"]), quote=c["quote"], offset=c["offset"],
@@ -211,7 +149,7 @@ def create_message(path, body, **_raw):
         message_id=body["message_id"],
     )
     [presented] = present_messages([message], path["thread_id"], principal.tenant_id, with_details=True)
-    return presented, 201 if created else 200
+    return presented, 201, ({} if created else {REPLAYED: "true"})
 
 
 @blp.route("/<thread_id>/user_message", methods=["POST"])
@@ -235,7 +173,6 @@ def post_user_message(path, body, _query, _headers, **_raw):
     URL to poll. ``message_id`` (or the ``Idempotency-Key`` header) makes retries safe.
     """
     principal, thread_id = current_principal(), path["thread_id"]
-    thread_service.check_model(body["model_id"], field="model_id")
     message_id = body["message_id"]
     wait = requested_wait()
     exchange = message_service.post_user_message(

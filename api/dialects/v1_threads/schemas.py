@@ -5,7 +5,7 @@ from datetime import timezone
 
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
-from api.dialects.common import Timestamp, not_blank, safe_json, safe_text
+from api.dialects.common import NO_NUL, NOT_BLANK, Timestamp, free_form, model_field, not_blank
 from shared.services.messages import MAX_CONTENT, MAX_DIRECT_CONTENT
 
 ROLES = ("USER", "ASSISTANT", "SYSTEM")
@@ -27,8 +27,8 @@ class MessagePath(ThreadPath):
 
 
 class CreateThreadRequest(Schema):
-    title = fields.String(load_default="", validate=[validate.Length(max=200), safe_text])
-    model_id = fields.String(load_default=None, allow_none=True, validate=[validate.Length(min=1, max=100), safe_text])
+    title = fields.String(load_default="", validate=validate.Length(max=200))
+    model_id = model_field(load_default=None, allow_none=True)
     workflow_id = fields.UUID(load_default=None, allow_none=True)
 
 
@@ -53,12 +53,17 @@ class ThreadListQuery(Schema):
 
 
 class CitationRequest(Schema):
+    """A citation as the caller states it: ``length`` must be the number of characters of ``quote``
+    (the document says so in its description: JSON Schema cannot compare two fields)."""
+
     chunk_id = fields.UUID(required=True, metadata={"description": "UUID of the source chunk."})
-    quote = fields.String(required=True, validate=[validate.Length(min=1, max=MAX_DIRECT_CONTENT), safe_text])
+    quote = fields.String(required=True, validate=[validate.Length(min=1, max=MAX_DIRECT_CONTENT)],
+                          metadata={"description": "The verbatim quoted text.", **NO_NUL})
     offset = fields.Integer(required=True, validate=validate.Range(min=0, max=MAX_INDEX),
                             metadata={"description": "0-based character offset of the quote in the chunk."})
-    length = fields.Integer(load_default=None, validate=validate.Range(min=0, max=MAX_INDEX),
-                            metadata={"description": "Character length of the quote (default: its length)."})
+    length = fields.Integer(load_default=None, allow_none=True, validate=validate.Range(min=0, max=MAX_INDEX),
+                            metadata={"description": "Character length of the quote. Omit it (or send null): it is "
+                                                     "the quote's length, and any other value is refused (422)."})
 
     @validates_schema
     def length_is_the_quote(self, data, **_kwargs):
@@ -67,11 +72,12 @@ class CitationRequest(Schema):
 
 
 class ThreadMessageContentIn(Schema):
-    text = fields.String(required=True, validate=[validate.Length(max=MAX_DIRECT_CONTENT), safe_text],
-                         metadata={"description": "The message text."})
+    text = fields.String(required=True, validate=validate.Length(max=MAX_DIRECT_CONTENT),
+                         metadata={"description": "The message text.", **NO_NUL})
     citations = fields.List(fields.Nested(CitationRequest), load_default=list, validate=validate.Length(max=MAX_CITATIONS))
     is_error = fields.Boolean(load_default=False)
-    references = fields.List(fields.Dict(), load_default=list, validate=[validate.Length(max=MAX_CITATIONS), safe_json],
+    references = fields.List(free_form("A reference, stored and returned as given."), load_default=list,
+                             validate=validate.Length(max=MAX_CITATIONS),
                              metadata={"description": "Inline references, stored and returned as given."})
 
 
@@ -80,19 +86,20 @@ class CreateThreadMessageRequest(Schema):
     content = fields.Nested(ThreadMessageContentIn, required=True)
     message_id = fields.UUID(load_default=None, allow_none=True,
                              metadata={"description": "Caller-chosen id: the same id twice returns the existing message."})
-    details = fields.Dict(load_default=None, allow_none=True, validate=safe_json,
-                          metadata={"description": "Execution step data for assistant messages (e.g. tool call traces)."})
+    details = free_form("Execution step data for assistant messages (e.g. tool call traces).",
+                        load_default=None, allow_none=True)
 
 
 class UserMessageContent(Schema):
-    text = fields.String(required=True, validate=[validate.Length(min=1, max=MAX_CONTENT), not_blank, safe_text])
+    text = fields.String(required=True, validate=[validate.Length(min=1, max=MAX_CONTENT), not_blank],
+                         metadata={"description": "The user's message (not blank).", **NOT_BLANK})
 
 
 class UserMessageRequest(Schema):
     content = fields.Nested(UserMessageContent, required=True)
     message_id = fields.UUID(load_default=None, allow_none=True,
                              metadata={"description": "Caller-chosen id of the user message; makes the post idempotent."})
-    model_id = fields.String(load_default=None, allow_none=True, validate=[validate.Length(min=1, max=100), safe_text])
+    model_id = model_field(load_default=None, allow_none=True)
 
 
 class V1WaitQuery(Schema):
