@@ -21,7 +21,7 @@ from shared import permissions
 from shared.services import identity
 from tests.answers import FINISHED
 from tests.dialects import direct, new_chat, new_v1_thread
-from tests.stack import wait_until
+from devtools.stack import wait_until
 
 pytestmark = pytest.mark.core
 
