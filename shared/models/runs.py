@@ -9,10 +9,10 @@ from sqlalchemy import ForeignKey, Index, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from shared.models.base import Base, BigId, utcnow
-from shared.models.status import ACTIVE_RUN_STATUSES, RunStatus, StatusText, StepStatus
+from shared.models.status import ACTIVE_STATUSES, Status, StatusText, StepStatus
 
 # The partial indexes' predicate (the same text as in migrations 0004 and 0005).
-ACTIVE_FILTER = text("status IN ({})".format(", ".join(f"'{status}'" for status in ACTIVE_RUN_STATUSES)))
+ACTIVE_FILTER = text("status IN ({})".format(", ".join(f"'{status}'" for status in ACTIVE_STATUSES)))
 
 
 class Run(Base):
@@ -34,7 +34,7 @@ class Run(Base):
     response_message_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("messages.id", ondelete="CASCADE"), unique=True
     )
-    status: Mapped[RunStatus] = mapped_column(StatusText(RunStatus), default=RunStatus.QUEUED)
+    status: Mapped[Status] = mapped_column(StatusText(Status), default=Status.QUEUED)
     attempts: Mapped[int] = mapped_column(default=0)
     lease_owner: Mapped[str | None] = mapped_column(String(200))
     lease_expires_at: Mapped[datetime | None] = mapped_column()

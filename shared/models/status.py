@@ -1,13 +1,12 @@
-"""Run, message and step statuses: one ``StrEnum`` each, used by every layer instead of literals.
+"""Statuses as ``StrEnum``s, used by every layer instead of literals.
 
-A response message moves through the same states as the run that produces it (the answer and the
-run row are written in one transaction with the same value), so the two enums have the same members;
-they are separate types because a message created directly (v1-threads, user messages) has a status
-but no run. ``cancelled`` is the state a cancelled run and its partial answer end in.
+``Status`` is the status of a run and of a message: a response message moves through the same states
+as the run that produces it (the answer and the run row are written in one transaction with the same
+value), and a message created without a run (a user message, a direct v1-threads message) is simply
+``completed``. ``cancelled`` is the state a cancelled run and its partial answer end in.
 
 The columns stay ``VARCHAR(16)`` (no database enum type to migrate when a state is added); the
-``StatusText`` column type hands values back as the enum, so ``message.status`` is a ``MessageStatus``
-on PostgreSQL and SQLite alike.
+``StatusText`` column type hands values back as the enum, on PostgreSQL and SQLite alike.
 """
 from __future__ import annotations
 
@@ -17,7 +16,7 @@ from sqlalchemy import String
 from sqlalchemy.types import TypeDecorator
 
 
-class RunStatus(StrEnum):
+class Status(StrEnum):
     QUEUED = "queued"
     IN_PROGRESS = "in_progress"
     COMPLETED = "completed"
@@ -26,19 +25,7 @@ class RunStatus(StrEnum):
 
     @property
     def finished(self) -> bool:
-        return self not in ACTIVE_RUN_STATUSES
-
-
-class MessageStatus(StrEnum):
-    QUEUED = "queued"
-    IN_PROGRESS = "in_progress"
-    COMPLETED = "completed"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-    @property
-    def finished(self) -> bool:
-        return self in (MessageStatus.COMPLETED, MessageStatus.FAILED, MessageStatus.CANCELLED)
+        return self not in ACTIVE_STATUSES
 
 
 class StepStatus(StrEnum):
@@ -50,7 +37,7 @@ class StepStatus(StrEnum):
 
 # A run in one of these still holds its thread's turn and counts against its owner's cap; the partial
 # indexes ix_runs_thread_active and ix_runs_user_active cover exactly these rows.
-ACTIVE_RUN_STATUSES = (RunStatus.QUEUED, RunStatus.IN_PROGRESS)
+ACTIVE_STATUSES = (Status.QUEUED, Status.IN_PROGRESS)
 
 
 class StatusText(TypeDecorator):

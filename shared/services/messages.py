@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from shared import notify, permissions
 from shared.db import read, transaction
 from shared.errors import Conflict, NotFound, ValidationFailed
-from shared.models import Message, MessageStatus, Run, RunStep, Thread, utcnow
+from shared.models import Message, Run, RunStep, Status, Thread, utcnow
 from shared.permissions import Principal
 from shared.queue import enqueue_run
 from shared.services import runs
@@ -157,11 +157,11 @@ def post_user_message(
             request = Message(
                 id=message_id or uuid.uuid4(), seq=thread.last_seq - 1, role="user", content=content,
                 context=context, client_message_id=client_message_id, request_hash=fingerprint,
-                status=MessageStatus.COMPLETED, model_id=None, created_at=now, updated_at=now, **common,
+                status=Status.COMPLETED, model_id=None, created_at=now, updated_at=now, **common,
             )
             response = Message(
                 id=uuid.uuid4(), seq=thread.last_seq, role="assistant", content="", context=None,
-                client_message_id=None, request_hash=None, status=MessageStatus.QUEUED, model_id=chosen_model,
+                client_message_id=None, request_hash=None, status=Status.QUEUED, model_id=chosen_model,
                 created_at=answer_at, updated_at=answer_at, **common,
             )
             # Core inserts of plain rows (one statement for both messages): the ORM unit of work
@@ -320,7 +320,7 @@ def create_message(
             message = Message(
                 id=message_id or uuid.uuid4(), thread_id=thread.id, seq=thread.last_seq, role=role, content=content,
                 citations=citations or [], references=references or [], details=details, is_error=is_error,
-                status=MessageStatus.COMPLETED, client_message_id=str(message_id) if message_id else None,
+                status=Status.COMPLETED, client_message_id=str(message_id) if message_id else None,
                 request_hash=fingerprint, created_at=now, updated_at=now,
             )
             session.add(message)

@@ -7,8 +7,8 @@
   deliveries, expired leases and racing workers resolve in the database: a run is claimed by one
   worker at a time and answered once.
 
-Statuses are ``RunStatus``/``MessageStatus`` members (shared/models/status.py), also inside the Core
-statements; ``ACTIVE_RUN_STATUSES`` is the one definition of "still running".
+Statuses are ``Status`` members (shared/models/status.py), also inside the Core statements;
+``ACTIVE_STATUSES`` is the one definition of "still running".
 """
 from __future__ import annotations
 
@@ -23,9 +23,7 @@ from sqlalchemy.orm import Session
 from shared.config import settings
 from shared.db import transaction
 from shared.errors import Conflict, RateLimited
-from shared.models import (
-    ACTIVE_RUN_STATUSES, Message, MessageStatus, Run, RunStatus, RunStep, StepStatus, Thread, User, Workflow, utcnow,
-)
+from shared.models import ACTIVE_STATUSES, Message, Run, RunStep, Status, StepStatus, Thread, User, Workflow, utcnow
 
 FAILED_TEXT = "Sorry, I could not produce an answer this time. Please try again."
 
@@ -83,7 +81,7 @@ def _predecessor_active(session, thread_id: int, seq: int) -> bool:
     earlier = (
         select(Run.id)
         .join(Message, Message.id == Run.request_message_id)
-        .where(Run.thread_id == thread_id, Run.status.in_(ACTIVE_RUN_STATUSES), Message.seq < seq)
+        .where(Run.thread_id == thread_id, Run.status.in_(ACTIVE_STATUSES), Message.seq < seq)
         .limit(1)
     )
     return session.scalar(earlier) is not None
@@ -101,10 +99,10 @@ HISTORY_LIMIT = 50
 _LOCK_USER = select(USERS.c.id).where(USERS.c.id == bindparam("user_id")).with_for_update()
 _ACTIVE_RUNS_OF_USER = (  # reads only the user's active runs (ix_runs_user_active)
     select(func.count()).select_from(RUNS)
-    .where(RUNS.c.user_id == bindparam("user_id"), RUNS.c.status.in_(ACTIVE_RUN_STATUSES))
+    .where(RUNS.c.user_id == bindparam("user_id"), RUNS.c.status.in_(ACTIVE_STATUSES))
 )
 _ACTIVE_RUN_OF_THREAD = (  # ix_runs_thread_active
-    select(RUNS.c.id).where(RUNS.c.thread_id == bindparam("thread_id"), RUNS.c.status.in_(ACTIVE_RUN_STATUSES))
+    select(RUNS.c.id).where(RUNS.c.thread_id == bindparam("thread_id"), RUNS.c.status.in_(ACTIVE_STATUSES))
     .limit(1)
 )
 _INSERT_RUN = insert(RUNS)
@@ -139,7 +137,7 @@ def create_run(session: Session, *, thread_id: int, user_id: str, request_messag
     run_id = uuid.uuid4()
     session.execute(_INSERT_RUN, {
         "id": run_id, "thread_id": thread_id, "user_id": user_id, "request_message_id": request_message_id,
-        "response_message_id": response_message_id, "status": RunStatus.QUEUED, "attempts": 0,
+        "response_message_id": response_message_id, "status": Status.QUEUED, "attempts": 0,
         "model_id": model_id, "workflow_id": workflow_id, "queued_at": queued_at,
     })
     return run_id
@@ -163,7 +161,7 @@ def _build_claim():
     predecessor = (
         select(earlier_run.c.id)
         .join(earlier_request, earlier_request.c.id == earlier_run.c.request_message_id)
-        .where(earlier_run.c.thread_id == RUNS.c.thread_id, earlier_run.c.status.in_(ACTIVE_RUN_STATUSES),
+        .where(earlier_run.c.thread_id == RUNS.c.thread_id, earlier_run.c.status.in_(ACTIVE_STATUSES),
                earlier_request.c.seq < own_seq)
         .correlate(RUNS)
     )
@@ -172,12 +170,12 @@ def _build_claim():
         update(RUNS)
         .where(
             RUNS.c.id == bindparam("run_id"),
-            or_(RUNS.c.status == RunStatus.QUEUED,
-                and_(RUNS.c.status == RunStatus.IN_PROGRESS, RUNS.c.lease_expires_at < now)),
+            or_(RUNS.c.status == Status.QUEUED,
+                and_(RUNS.c.status == Status.IN_PROGRESS, RUNS.c.lease_expires_at < now)),
             RUNS.c.attempts < bindparam("max_attempts"),
             ~predecessor.exists(),
         )
-        .values(status=RunStatus.IN_PROGRESS, attempts=RUNS.c.attempts + 1, lease_owner=bindparam("owner"),
+        .values(status=Status.IN_PROGRESS, attempts=RUNS.c.attempts + 1, lease_owner=bindparam("owner"),
                 lease_expires_at=bindparam("lease_until", type_=RUNS.c.lease_expires_at.type), started_at=now)
         .returning(RUNS.c.attempts, RUNS.c.thread_id, RUNS.c.request_message_id, RUNS.c.response_message_id,
                    RUNS.c.model_id, RUNS.c.workflow_id)
@@ -194,7 +192,7 @@ def _build_prompt_rows():
                THREADS.c.tenant_id, THREADS.c.user_id, THREADS.c.context.label("thread_context"))
         .join(THREADS, THREADS.c.id == MESSAGES.c.thread_id)
         .where(MESSAGES.c.thread_id == bindparam("thread_id"), MESSAGES.c.seq <= request_seq,
-               MESSAGES.c.status == MessageStatus.COMPLETED)
+               MESSAGES.c.status == Status.COMPLETED)
         .order_by(MESSAGES.c.seq.desc())
         .limit(HISTORY_LIMIT + 1)
     )
@@ -204,7 +202,7 @@ _CLAIM = _build_claim()
 _PROMPT_ROWS = _build_prompt_rows()
 _MARK_IN_PROGRESS = (
     update(MESSAGES).where(MESSAGES.c.id == bindparam("message_id"))
-    .values(status=MessageStatus.IN_PROGRESS, updated_at=bindparam("now", type_=MESSAGES.c.updated_at.type))
+    .values(status=Status.IN_PROGRESS, updated_at=bindparam("now", type_=MESSAGES.c.updated_at.type))
 )
 
 
@@ -246,13 +244,13 @@ def _fail_if_out_of_attempts(session, run_id: uuid.UUID, now: datetime) -> None:
     """The claim did not match. If that is because the run used up its attempts (and it is its turn,
     and no live lease holds it), end it with an error answer instead of leaving it to the sweeper."""
     run = session.scalar(select(Run).where(Run.id == run_id))
-    if run is None or run.status not in ACTIVE_RUN_STATUSES or run.attempts < settings.run_max_attempts:
+    if run is None or run.status not in ACTIVE_STATUSES or run.attempts < settings.run_max_attempts:
         return
-    if run.status == RunStatus.IN_PROGRESS and run.lease_expires_at is not None and run.lease_expires_at >= now:
+    if run.status == Status.IN_PROGRESS and run.lease_expires_at is not None and run.lease_expires_at >= now:
         return  # a duplicate delivery while a worker holds a live lease: not ours to touch
     request_seq = session.scalar(select(Message.seq).where(Message.id == run.request_message_id))
     if not _predecessor_active(session, run.thread_id, request_seq):
-        _finish(session, run, Outcome(content=FAILED_TEXT, is_error=True, error="too many attempts"), RunStatus.FAILED)
+        _finish(session, run, Outcome(content=FAILED_TEXT, is_error=True, error="too many attempts"), Status.FAILED)
 
 
 def renew_lease(run_id: uuid.UUID, owner: str) -> bool:
@@ -261,7 +259,7 @@ def renew_lease(run_id: uuid.UUID, owner: str) -> bool:
     with transaction() as session:
         return session.execute(
             update(Run)
-            .where(Run.id == run_id, Run.lease_owner == owner, Run.status == RunStatus.IN_PROGRESS)
+            .where(Run.id == run_id, Run.lease_owner == owner, Run.status == Status.IN_PROGRESS)
             .values(lease_expires_at=now + timedelta(seconds=settings.lease_seconds))
         ).rowcount == 1
 
@@ -274,7 +272,7 @@ _WRITE_ANSWER = (
 _END_RUN = (
     update(RUNS)
     .where(RUNS.c.id == bindparam("run_id"), RUNS.c.lease_owner == bindparam("owner"),
-           RUNS.c.status == RunStatus.IN_PROGRESS)
+           RUNS.c.status == Status.IN_PROGRESS)
     .values({**{column: bindparam(f"new_{column}", type_=RUNS.c[column].type)
                 for column in ("status", "finished_at", "usage", "error")}, "lease_expires_at": None})
     .returning(RUNS.c.attempts)
@@ -282,14 +280,14 @@ _END_RUN = (
 _NEXT_QUEUED = (
     select(RUNS.c.id)
     .join(MESSAGES, MESSAGES.c.id == RUNS.c.request_message_id)
-    .where(RUNS.c.thread_id == bindparam("thread_id"), RUNS.c.status == RunStatus.QUEUED)
+    .where(RUNS.c.thread_id == bindparam("thread_id"), RUNS.c.status == Status.QUEUED)
     .order_by(MESSAGES.c.seq)
     .limit(1)
 )
 
 
 def _write_answer(session, *, run_id: uuid.UUID, attempt: int, thread_id: int, response_message_id: uuid.UUID,
-                  outcome: Outcome, status: RunStatus, now: datetime) -> None:
+                  outcome: Outcome, status: Status, now: datetime) -> None:
     """The response message, the thread's context (only when a tool changed it) and the run's steps.
 
     An unchanged context is not written back: the post already stored it on the thread, and a later
@@ -297,7 +295,7 @@ def _write_answer(session, *, run_id: uuid.UUID, attempt: int, thread_id: int, r
     session.execute(_WRITE_ANSWER, {
         "message_id": response_message_id, "new_content": outcome.content, "new_citations": outcome.citations,
         "new_updated_context": outcome.updated_context, "new_is_error": outcome.is_error,
-        "new_status": MessageStatus(status),
+        "new_status": status,
         "new_updated_at": now,
     })
     if outcome.context_changed and outcome.updated_context is not None:
@@ -314,7 +312,7 @@ def _write_answer(session, *, run_id: uuid.UUID, attempt: int, thread_id: int, r
         )
 
 
-def _finish(session, run: Run, outcome: Outcome, status: RunStatus) -> None:
+def _finish(session, run: Run, outcome: Outcome, status: Status) -> None:
     """End a run the worker does not hold (out of attempts): its answer, then the run row."""
     now = utcnow()
     _write_answer(session, run_id=run.id, attempt=run.attempts, thread_id=run.thread_id,
@@ -338,7 +336,7 @@ def finish(job: RunJob, outcome: Outcome) -> Finished | None:
 
     One transaction: the lease-conditional run update, the answer, and the look-up of the thread's
     next queued message."""
-    status = RunStatus.FAILED if outcome.is_error else RunStatus.COMPLETED
+    status = Status.FAILED if outcome.is_error else Status.COMPLETED
     now = utcnow()
     with transaction() as session:
         ended = session.execute(_END_RUN, {
@@ -367,8 +365,8 @@ def sweep() -> tuple[list[uuid.UUID], list[uuid.UUID]]:
             select(Run)
             .where(
                 or_(
-                    and_(Run.status == RunStatus.IN_PROGRESS, Run.lease_expires_at < now),
-                    and_(Run.status == RunStatus.QUEUED, Run.queued_at < stale_queued),
+                    and_(Run.status == Status.IN_PROGRESS, Run.lease_expires_at < now),
+                    and_(Run.status == Status.QUEUED, Run.queued_at < stale_queued),
                 )
             )
             .order_by(Run.queued_at)
@@ -378,9 +376,9 @@ def sweep() -> tuple[list[uuid.UUID], list[uuid.UUID]]:
         for run in lost:
             if run.attempts >= settings.run_max_attempts:
                 _finish(session, run, Outcome(content=FAILED_TEXT, is_error=True, error="worker lost too often"),
-                        RunStatus.FAILED)
+                        Status.FAILED)
                 failed.append(run.id)
             else:
-                run.status, run.lease_owner, run.lease_expires_at, run.queued_at = RunStatus.QUEUED, None, None, now
+                run.status, run.lease_owner, run.lease_expires_at, run.queued_at = Status.QUEUED, None, None, now
                 requeue.append(run.id)
     return requeue, failed

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import func, select
 
 from shared.errors import Conflict, Forbidden, NotFound, RateLimited, ValidationFailed
-from shared.models import Message, MessageStatus, Run, RunStatus, Tenant, Thread
+from shared.models import Message, Run, Status, Tenant, Thread
 from shared.services import messages, runs
 from shared.services.messages import post_user_message
 
@@ -26,11 +26,11 @@ def test_a_post_stores_the_exchange_and_a_queued_run_then_enqueues_it(connection
                                  context_key="context")
 
     request, response = exchange.request, exchange.response
-    assert (request.seq, request.role, request.status) == (1, "user", MessageStatus.COMPLETED)
-    assert (response.seq, response.role, response.status) == (2, "assistant", MessageStatus.QUEUED)
+    assert (request.seq, request.role, request.status) == (1, "user", Status.COMPLETED)
+    assert (response.seq, response.role, response.status) == (2, "assistant", Status.QUEUED)
     assert request.created_at < response.created_at
     run = connection.execute(select(Run.__table__).where(Run.id == exchange.run_id)).one()
-    assert (run.status, run.attempts, run.user_id) == (RunStatus.QUEUED, 0, principal.user_id)
+    assert (run.status, run.attempts, run.user_id) == (Status.QUEUED, 0, principal.user_id)
     assert (run.request_message_id, run.response_message_id) == (request.id, response.id)
     assert enqueued == [exchange.run_id]  # after the commit, once
     stored = connection.execute(select(Thread.__table__).where(Thread.id == thread.id)).one()
@@ -126,7 +126,7 @@ def test_direct_messages_are_idempotent_by_id(connection, principal, thread):
     again, created_again = messages.create_message(principal, thread.id, role="assistant", content="hi",
                                                    message_id=message_id)
     assert (created, created_again) == (True, False) and again.id == stored.id
-    assert stored.status == MessageStatus.COMPLETED
+    assert stored.status == Status.COMPLETED
     with pytest.raises(Conflict):
         messages.create_message(principal, thread.id, role="assistant", content="changed", message_id=message_id)
     assert count(connection, Message, thread_id=thread.id) == 1
@@ -163,7 +163,7 @@ def test_require_idle_refuses_behind_an_active_run_and_stores_nothing(connection
         post_user_message(principal, thread.id, content="second", require_idle=True)
     assert count(connection, Message, thread_id=thread.id) == 2 and len(enqueued) == 1
     queued = post_user_message(principal, thread.id, content="second")  # without it: queued behind
-    assert queued.response.status == MessageStatus.QUEUED
+    assert queued.response.status == Status.QUEUED
 
 
 def test_a_replay_is_answered_even_when_the_thread_is_busy(principal, thread, set_settings):

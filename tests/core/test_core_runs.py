@@ -10,7 +10,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select, update
 
-from shared.models import Message, MessageStatus, Run, RunStatus, RunStep, StepStatus, Thread, utcnow
+from shared.models import Message, Run, RunStep, Status, StepStatus, Thread, utcnow
 from shared.services import runs
 from shared.services.messages import post_user_message
 from shared.services.runs import FAILED_TEXT, Outcome, StepRecord
@@ -57,9 +57,9 @@ def test_claim_takes_a_queued_run_once_and_reads_what_the_agent_needs(connection
     assert (job.content, job.context, job.context_key) == ("hello", {"page": "x"}, "state")
     assert job.history == [{"role": "user", "content": "earlier"}, {"role": "assistant", "content": "earlier answer"}]
     run = run_row(connection, exchange.run_id)
-    assert (run.status, run.attempts, run.lease_owner) == (RunStatus.IN_PROGRESS, 1, "worker-a")
+    assert (run.status, run.attempts, run.lease_owner) == (Status.IN_PROGRESS, 1, "worker-a")
     assert run.lease_expires_at > utcnow()
-    assert message_row(connection, exchange.response.id).status == MessageStatus.IN_PROGRESS
+    assert message_row(connection, exchange.response.id).status == Status.IN_PROGRESS
     assert runs.claim(exchange.run_id, "worker-b") is None  # a duplicate delivery while the lease is live
 
 
@@ -103,8 +103,8 @@ def test_a_run_out_of_attempts_fails_with_an_error_answer_on_its_next_delivery(c
 
     assert runs.claim(exchange.run_id, "worker-b") is None
     run, answer = run_row(connection, exchange.run_id), message_row(connection, exchange.response.id)
-    assert (run.status, run.error, run.lease_expires_at) == (RunStatus.FAILED, "too many attempts", None)
-    assert (answer.status, answer.is_error, answer.content) == (MessageStatus.FAILED, True, FAILED_TEXT)
+    assert (run.status, run.error, run.lease_expires_at) == (Status.FAILED, "too many attempts", None)
+    assert (answer.status, answer.is_error, answer.content) == (Status.FAILED, True, FAILED_TEXT)
 
 
 # -- finish ----------------------------------------------------------------------------------------
@@ -118,8 +118,8 @@ def test_finish_stores_the_answer_its_steps_and_ends_the_run(connection, princip
 
     assert finished.next_run is None
     run, answer = run_row(connection, exchange.run_id), message_row(connection, exchange.response.id)
-    assert (run.status, run.lease_expires_at, run.usage) == (RunStatus.COMPLETED, None, {"total_tokens": 3})
-    assert (answer.status, answer.content, answer.citations) == (MessageStatus.COMPLETED, "hi there", [{"chunk_id": "c"}])
+    assert (run.status, run.lease_expires_at, run.usage) == (Status.COMPLETED, None, {"total_tokens": 3})
+    assert (answer.status, answer.content, answer.citations) == (Status.COMPLETED, "hi there", [{"chunk_id": "c"}])
     steps = connection.execute(select(RunStep.__table__).where(RunStep.run_id == exchange.run_id)).all()
     assert [(s.attempt, s.index, s.status) for s in steps] == [(1, 0, StepStatus.COMPLETED), (1, 1, StepStatus.COMPLETED)]
     assert runs.finish(job, Outcome(content="twice")) is None  # answered once
@@ -128,9 +128,9 @@ def test_finish_stores_the_answer_its_steps_and_ends_the_run(connection, princip
 def test_an_error_outcome_fails_the_run_and_its_message(connection, principal, thread):
     exchange = post_user_message(principal, thread.id, content="hello")
     runs.finish(runs.claim(exchange.run_id, "worker-a"), Outcome(content="sorry", is_error=True, error="boom"))
-    assert run_row(connection, exchange.run_id).status == RunStatus.FAILED
+    assert run_row(connection, exchange.run_id).status == Status.FAILED
     answer = message_row(connection, exchange.response.id)
-    assert (answer.status, answer.is_error) == (MessageStatus.FAILED, True)
+    assert (answer.status, answer.is_error) == (Status.FAILED, True)
 
 
 @pytest.mark.parametrize("changed", [True, False])
@@ -172,9 +172,9 @@ def test_sweep_requeues_lost_runs_and_fails_those_out_of_attempts(connection, pr
 
     assert set(requeue) == {never_sent.run_id, dead_worker.run_id} and failed == [hopeless.run_id]
     requeued = run_row(connection, dead_worker.run_id)
-    assert (requeued.status, requeued.lease_owner, requeued.lease_expires_at) == (RunStatus.QUEUED, None, None)
-    assert run_row(connection, fresh.run_id).status == RunStatus.QUEUED
+    assert (requeued.status, requeued.lease_owner, requeued.lease_expires_at) == (Status.QUEUED, None, None)
+    assert run_row(connection, fresh.run_id).status == Status.QUEUED
     answer = message_row(connection, hopeless.response.id)
-    assert (answer.status, answer.is_error, answer.content) == (MessageStatus.FAILED, True, FAILED_TEXT)
+    assert (answer.status, answer.is_error, answer.content) == (Status.FAILED, True, FAILED_TEXT)
     assert runs.sweep() == ([], [])  # touched: the next sweep does not repeat them
     assert runs.claim(dead_worker.run_id, "worker-b").attempt == 2

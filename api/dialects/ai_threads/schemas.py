@@ -4,7 +4,7 @@ from __future__ import annotations
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from api.dialects.common import safe_json, safe_text
-from shared.models import MessageStatus
+from shared.models import Status
 from shared.services.messages import MAX_CONTENT
 
 
@@ -67,7 +67,7 @@ class MessageResource(Schema):
     seq = fields.Integer()
     role = fields.String()
     content = fields.String()
-    status = fields.String(metadata={"description": " | ".join(MessageStatus)})
+    status = fields.String(metadata={"description": " | ".join(Status)})
     context = fields.Dict(allow_none=True)
     updated_context = fields.Dict(allow_none=True)
     state = fields.Dict(allow_none=True)

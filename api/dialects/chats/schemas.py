@@ -4,7 +4,7 @@ from __future__ import annotations
 from marshmallow import Schema, fields, validate
 
 from api.dialects.common import Timestamp, not_blank, safe_text
-from shared.models import MessageStatus
+from shared.models import Status
 from shared.services.messages import MAX_CONTENT
 
 
@@ -80,7 +80,7 @@ class ChatMessage(Schema):
     content = fields.String(required=True)
     createdAt = Timestamp(required=True, metadata={"description": "ISO 8601, milliseconds, UTC (Z)."})
     status = fields.String(
-        required=True, validate=validate.OneOf([status.value for status in MessageStatus]),
+        required=True, validate=validate.OneOf([status.value for status in Status]),
         metadata={"description": "Threadline addition: completed, or queued / in_progress while the answer is "
                                  "being produced (poll GET /api/chats/{chatId}/messages/{id}), or failed."},
     )

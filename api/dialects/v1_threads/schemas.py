@@ -6,7 +6,7 @@ from datetime import timezone
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from api.dialects.common import Timestamp, not_blank, safe_json, safe_text
-from shared.models import MessageStatus
+from shared.models import Status
 from shared.services.messages import MAX_CONTENT, MAX_DIRECT_CONTENT
 
 ROLES = ("USER", "ASSISTANT", "SYSTEM")
@@ -149,7 +149,7 @@ class ThreadMessageResponse(Schema):
     created_at = micro(required=True)
     updated_at = micro(required=True)
     status = fields.String(
-        required=True, validate=validate.OneOf([status.value for status in MessageStatus]),
+        required=True, validate=validate.OneOf([status.value for status in Status]),
         metadata={"description": "Threadline addition: queued / in_progress while an answer is being produced."},
     )
 
