@@ -18,6 +18,7 @@ from shared.models import StepStatus, utcnow
 from shared.services import knowledge
 from shared.services import memories as memory_store
 from shared.services.runs import Outcome, RunJob, StepRecord
+from shared.tools import ToolName
 from worker import llm, tools
 from worker.agent import citations, prompt
 from worker.tools.base import ToolContext, ToolError
@@ -156,7 +157,7 @@ class Agent:
 def recall_memories(job: RunJob) -> list[str]:
     """The user's memories most relevant to this message, for the system prompt (none if the workflow
     leaves out the memory tools; none rather than a failed run if the lookup fails)."""
-    if job.allowed_tools is not None and "search_memories" not in job.allowed_tools:
+    if job.allowed_tools is not None and ToolName.SEARCH_MEMORIES not in job.allowed_tools:
         return []
     try:
         return memory_store.recall(job.tenant_id, job.user_id, job.content, settings.memory_prompt_limit)
