@@ -178,3 +178,19 @@ def test_sweep_requeues_lost_runs_and_fails_those_out_of_attempts(connection, pr
     assert (answer.status, answer.is_error, answer.content) == (Status.FAILED, True, FAILED_TEXT)
     assert runs.sweep() == ([], [])  # touched: the next sweep does not repeat them
     assert runs.claim(dead_worker.run_id, "worker-b").attempt == 2
+
+
+def test_a_finished_answer_is_read_back_with_its_steps(principal, thread):
+    from shared.services import messages
+
+    exchange = post_user_message(principal, thread.id, content="hello")
+    runs.finish(runs.claim(exchange.run_id, "worker-a"), Outcome(content="hi", steps=[step(0)]))
+
+    answer, steps = messages.get_message(principal, thread.id, exchange.response.id)
+    assert (answer.status, answer.content, [s.index for s in steps]) == (Status.COMPLETED, "hi", [0])
+    replayed = messages.await_response(messages.Exchange(request=exchange.request, response=answer,
+                                                         run_id=exchange.run_id, replayed=True), 0)
+    assert [s.name for s in replayed.steps] == ["threadline-dev"]  # read() inside the bound connection
+    listed, total, by_message = messages.list_messages(principal, thread.id)
+    assert total == 2 and [m.status for m in listed] == [Status.COMPLETED, Status.COMPLETED]
+    assert list(by_message) == [exchange.response.id]
