@@ -11,8 +11,9 @@ Hostile or broken input must end in a clear 4xx in the dialect's own format, nev
   UTF-8). This is the only place that checks them: the dialects' schemas rely on it;
 - a ``context``/``state`` object larger than MAX_CONTEXT_BYTES → 422.
 
-It also reads the ``If-Thread-Idle`` precondition for the message services and adds the IETF draft
-``RateLimit-*`` headers for the rate limit that applied.
+It also adds the IETF draft ``RateLimit-*`` headers for the rate limit that applied. (The
+``If-Thread-Idle`` precondition is read by the posting routes, api/waiting.py, and passed to the
+message service as an argument.)
 """
 from __future__ import annotations
 
@@ -22,17 +23,15 @@ import re
 import time
 from typing import Any
 
-from flask import Flask, Response, g, request
+from flask import Flask, Response, request
 
 from api.auth import require_credentials
 from api.errors import FieldError, InvalidJson, Loc, RequestInvalid
 from shared.config import settings
-from shared.services import messages
 
 BODY_METHODS = ("POST", "PUT", "PATCH")
 CONTEXT_FIELDS = ("context", "state")
 UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
-TRUE, FALSE = {"true", "1", "yes"}, {"false", "0", "no"}
 
 
 def _reject_constant(name: str) -> Any:
@@ -121,19 +120,6 @@ def guard_query() -> None:
                 raise RequestInvalid(f"{key!r}: {_problem_with(value)}", FieldError(("query", key), _problem_with(value)))
 
 
-def read_idle_precondition() -> None:
-    """``If-Thread-Idle: true`` asks for 409 instead of queueing behind the thread's active run."""
-    raw = request.headers.get("If-Thread-Idle")
-    wanted = False
-    if raw is not None:
-        value = raw.strip().lower()
-        if value not in TRUE | FALSE:
-            raise RequestInvalid("Invalid If-Thread-Idle header.", FieldError(("header", "If-Thread-Idle"),
-                                                                              "Use true or false."))
-        wanted = value in TRUE
-    g.idle_token = messages.REQUIRE_IDLE.set(wanted)
-
-
 # The longest request target (path and query string, in bytes) the API reads: longer is a 414 in the
 # dialect's format. gunicorn's own request-line limit is set above it (api/gunicorn_conf.py).
 MAX_TARGET_BYTES = 4096
@@ -151,18 +137,8 @@ def guard_request() -> None:
     if request.routing_exception is not None:  # no such route: let it answer 404/405 as usual
         return
     require_credentials()  # 401 before anything looks at the body or the query
-    read_idle_precondition()
     guard_query()
     guard_body()
-
-
-def reset_precondition(_exc: BaseException | None = None) -> None:
-    token = g.pop("idle_token", None)
-    if token is not None:
-        try:
-            messages.REQUIRE_IDLE.reset(token)
-        except ValueError:  # created in another context: just make sure it does not leak
-            messages.REQUIRE_IDLE.set(False)
 
 
 def rate_limit_headers(response: Response) -> Response:
@@ -182,7 +158,6 @@ def rate_limit_headers(response: Response) -> Response:
 
 def install(app: Flask) -> None:
     app.before_request(guard_request)
-    app.teardown_request(reset_precondition)
     # after_request functions run in reverse order of registration: first in the list runs last,
     # after flask-limiter has added its headers.
     app.after_request_funcs.setdefault(None, []).insert(0, rate_limit_headers)

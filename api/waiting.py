@@ -1,4 +1,6 @@
-"""How long a POST waits for the answer: ``?wait=SECONDS`` or ``Prefer: wait=SECONDS`` (RFC 7240)."""
+"""What a posting request asks for besides its body: how long to wait for the answer (``?wait=SECONDS``
+or ``Prefer: wait=SECONDS``, RFC 7240), its ``Idempotency-Key`` and its ``If-Thread-Idle`` precondition.
+The routes read these and pass them to the message service as arguments."""
 from __future__ import annotations
 
 import re
@@ -8,6 +10,7 @@ from flask import request
 from api.errors import FieldError, RequestInvalid
 from shared.config import settings
 
+TRUE, FALSE = {"true", "1", "yes"}, {"false", "0", "no"}
 PREFER_WAIT = re.compile(r"(?:^|[;,\s])wait\s*=\s*\"?([^\s;,\"]+)", re.IGNORECASE)
 
 
@@ -36,3 +39,14 @@ def idempotency_key() -> str | None:
     if not key or len(key) > 255:
         raise RequestInvalid("Invalid Idempotency-Key.", FieldError(("header", "Idempotency-Key"), "1 to 255 characters."))
     return key
+
+
+def thread_idle_required() -> bool:
+    """``If-Thread-Idle: true`` asks for 409 instead of queueing behind the thread's active run."""
+    raw = request.headers.get("If-Thread-Idle")
+    if raw is None:
+        return False
+    value = raw.strip().lower()
+    if value not in TRUE | FALSE:
+        raise RequestInvalid("Invalid If-Thread-Idle header.", FieldError(("header", "If-Thread-Idle"), "Use true or false."))
+    return value in TRUE

@@ -1,32 +1,20 @@
 """Every Threadline setting, read once from the environment.
 
-This is the only module that reads ``os.environ``. Defaults give the embedded mode (SQLite, Celery's
-filesystem broker, in-memory rate limits, waiting by polling, the scripted model), so a bare machine
-runs the whole service; setting ``DATABASE_URL`` and ``REDIS_URL`` switches to production mode.
+This is the only module that reads ``os.environ``. Each setting is declared once, below, with its
+environment variable and its default (``env(NAME, default)``); ``load()`` reads them all. Defaults
+give the embedded mode (SQLite, Celery's filesystem broker, in-memory rate limits, waiting by
+polling, the scripted model), so a bare machine runs the whole service; setting ``DATABASE_URL`` and
+``REDIS_URL`` switches to production mode.
 """
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any, Callable
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def _int(name: str, default: int) -> int:
-    return int(os.environ.get(name, default))
-
-
-def _float(name: str, default: float) -> float:
-    return float(os.environ.get(name, default))
-
-
-def _bool(name: str, default: bool) -> bool:
-    value = os.environ.get(name)
-    if value is None:
-        return default
-    return value.strip().lower() in {"1", "true", "yes", "on"}
 
 
 @dataclass(frozen=True)
@@ -56,63 +44,85 @@ def _model_registry(base_url: str) -> dict[str, ModelEntry]:
     return {entry.id: entry for entry in entries}
 
 
+def _bool(value: str) -> bool:
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _list(value: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in value.split(",") if item.strip())
+
+
+_PARSERS: dict[str, Callable[[str], Any]] = {"int": int, "float": float, "bool": _bool, "Path": Path,
+                                             "tuple[str, ...]": _list}
+
+
+def env(name: str, default: Any, parse: Callable[[str], Any] | None = None) -> Any:
+    """A setting read from the environment variable ``name``; ``default`` when it is unset (or empty,
+    for settings that are not text). ``parse`` defaults to the field's annotated type."""
+    return field(default=default, metadata={"env": name, "parse": parse})
+
+
 @dataclass(frozen=True)
 class Settings:
-    database_url: str
-    redis_url: str
-    broker_url: str
-    broker_dir: Path
-    run_queue: str
-    secret_key: str
-    session_cookie_secure: bool
-    openai_base_url: str
-    default_model_id: str
-    models: dict[str, ModelEntry]
-    wait_default: float
-    wait_max: float
-    poll_interval: float
-    run_max_steps: int
-    run_deadline: float
-    model_timeout: float
-    model_max_retries: int
-    lease_seconds: float
-    run_max_attempts: int
-    queued_stale_seconds: float
-    sweep_interval: float
-    history_tokens: int
-    rate_limit_default: str
-    rate_limit_messages: str
-    max_request_bytes: int
-    log_level: str
-    scripted_model_host: str
-    scripted_model_port: int
-    scripted_model_latency: float
-    tool_output_chars: int = 4000
-    # Request guards and fairness (api/hardening.py, shared/services/messages.py; docs/reliability.md)
-    max_active_runs_per_user: int = 20  # queued + in-progress answers one user may have; 0 = no cap
-    max_json_depth: int = 32  # nesting of any JSON request body
-    max_context_bytes: int = 64 * 1024  # serialized size of a message's context/state object
-    db_pool_size: int = 10  # connections per process (PostgreSQL); mind max_connections across processes
-    db_max_overflow: int = 20
-    db_pool_timeout: float = 30.0  # seconds a request may queue for a connection under a burst
-    memory_prompt_limit: int = 5  # memories recalled into the system prompt
-    memory_max_chars: int = 1000  # longest memory a user may keep
-    memory_max_per_user: int = 500  # memories one user may keep
-    docs_read_max_chars: int = 12000  # read_doc by document name returns at most this much text
+    database_url: str = env("DATABASE_URL", f"sqlite:///{ROOT / 'var' / 'threadline.db'}")
+    redis_url: str = env("REDIS_URL", "")
+    broker_url: str = env("CELERY_BROKER_URL", "")  # empty: REDIS_URL, else Celery's filesystem broker
+    broker_dir: Path = env("BROKER_DIR", ROOT / "var" / "broker")
+    run_queue: str = env("RUN_QUEUE", "runs")
+    secret_key: str = env("SECRET_KEY", "dev-only-secret-change-me")
+    session_cookie_secure: bool | None = env("SESSION_COOKIE_SECURE", None, _bool)  # None: True with Redis
+    session_lifetime: int = env("SESSION_LIFETIME", 12 * 3600)  # seconds a chats-dialect login stays valid
+    # The model registry: MODELS_FILE (JSON list of entries), else every DEFAULT_MODEL_IDS on OPENAI_BASE_URL
+    # (empty: the scripted development model on SCRIPTED_MODEL_HOST:SCRIPTED_MODEL_PORT).
+    default_model_id: str = env("DEFAULT_MODEL_ID", "threadline-dev")
+    models: dict[str, ModelEntry] = field(default_factory=dict)
+    scripted_model_host: str = env("SCRIPTED_MODEL_HOST", "127.0.0.1")
+    scripted_model_port: int = env("SCRIPTED_MODEL_PORT", 8090)
+    scripted_model_latency: float = env("SCRIPTED_MODEL_LATENCY", 0.0)
+    # Waiting for an answer (api/waiting.py, shared/notify.py)
+    wait_default: float = env("WAIT_DEFAULT", 30.0)
+    wait_max: float = env("WAIT_MAX", 60.0)
+    poll_interval: float = env("POLL_INTERVAL", 0.05)
+    # Runs and the agent (shared/services/runs.py, worker/agent)
+    run_max_steps: int = env("RUN_MAX_STEPS", 8)
+    run_deadline: float = env("RUN_DEADLINE", 120.0)
+    model_timeout: float = env("MODEL_TIMEOUT", 60.0)
+    model_max_retries: int = env("MODEL_MAX_RETRIES", 3)
+    lease_seconds: float = env("LEASE_SECONDS", 30.0)
+    run_max_attempts: int = env("RUN_MAX_ATTEMPTS", 3)
+    queued_stale_seconds: float = env("QUEUED_STALE_SECONDS", 30.0)
+    sweep_interval: float = env("SWEEP_INTERVAL", 10.0)
+    history_tokens: int = env("HISTORY_TOKENS", 3000)
+    tool_output_chars: int = env("TOOL_OUTPUT_CHARS", 4000)  # a step's output as stored and shown
+    # Request guards and fairness (api/hardening.py, shared/services/runs.py; docs/reliability.md)
+    rate_limit_default: str = env("RATE_LIMIT_DEFAULT", "600/minute")
+    rate_limit_messages: str = env("RATE_LIMIT_MESSAGES", "60/minute")
+    rate_limit_login: str = env("RATE_LIMIT_LOGIN", "10/minute")  # login attempts per email address
+    max_request_bytes: int = env("MAX_REQUEST_BYTES", 256 * 1024)
+    max_active_runs_per_user: int = env("MAX_ACTIVE_RUNS_PER_USER", 20)  # queued + in progress; 0 = no cap
+    max_json_depth: int = env("MAX_JSON_DEPTH", 32)  # nesting of any JSON request body
+    max_context_bytes: int = env("MAX_CONTEXT_BYTES", 64 * 1024)  # serialized size of a context/state object
+    # Database pool (PostgreSQL); mind max_connections across processes
+    db_pool_size: int = env("DB_POOL_SIZE", 10)  # connections per process
+    db_max_overflow: int = env("DB_MAX_OVERFLOW", 20)
+    db_pool_timeout: float = env("DB_POOL_TIMEOUT", 30.0)  # seconds a request may queue for a connection
+    # Memories and documentation (shared/services/memories.py, worker/tools/read_doc.py)
+    memory_prompt_limit: int = env("MEMORY_PROMPT_LIMIT", 5)  # memories recalled into the system prompt
+    memory_max_chars: int = env("MEMORY_MAX_CHARS", 1000)  # longest memory a user may keep
+    memory_max_per_user: int = env("MEMORY_MAX_PER_USER", 500)  # memories one user may keep
+    docs_read_max_chars: int = env("DOCS_READ_MAX_CHARS", 12000)  # read_doc by document name returns at most this
     # Web tools (worker/tools/web_search.py, read_web_page.py; SSRF policy in shared/netguard.py)
-    web_search_provider: str = "searxng"
-    web_search_url: str = ""
-    fetch_allowlist: tuple[str, ...] = ()
-    fetch_timeout: float = 10.0
-    fetch_max_bytes: int = 2 * 1024 * 1024
-    fetch_text_chars: int = 8000
+    web_search_provider: str = env("WEB_SEARCH_PROVIDER", "searxng")
+    web_search_url: str = env("WEB_SEARCH_URL", "", lambda value: value.rstrip("/"))
+    fetch_allowlist: tuple[str, ...] = env("FETCH_ALLOWLIST", ())
+    fetch_timeout: float = env("FETCH_TIMEOUT", 10.0)
+    fetch_max_bytes: int = env("FETCH_MAX_BYTES", 2 * 1024 * 1024)
+    fetch_text_chars: int = env("FETCH_TEXT_CHARS", 8000)
     # query_data (shared/services/data_views.py)
-    data_views_file: Path = ROOT / "shared" / "data_views.toml"
-    data_row_cap: int = 100
-    data_statement_timeout: float = 5.0
-    session_lifetime: int = 12 * 3600  # seconds a chats-dialect login stays valid (shared/services/sessions.py)
-    rate_limit_login: str = "10/minute"  # login attempts per email address
-    extra: dict = field(default_factory=dict)
+    data_views_file: Path = env("DATA_VIEWS_FILE", ROOT / "shared" / "data_views.toml")
+    data_row_cap: int = env("DATA_ROW_CAP", 100)
+    data_statement_timeout: float = env("DATA_STATEMENT_TIMEOUT", 5.0)
+    log_level: str = env("LOG_LEVEL", "INFO")
 
     @property
     def embedded(self) -> bool:
@@ -124,65 +134,24 @@ class Settings:
         return f"threadline:{self.run_queue}:run-finished"
 
 
+def _read(spec) -> Any:
+    raw = os.environ.get(spec.metadata["env"])
+    if raw is None or (raw == "" and spec.type != "str"):
+        return spec.default
+    parse = spec.metadata["parse"] or _PARSERS.get(spec.type, str)
+    return parse(raw)
+
+
 def load() -> Settings:
     """Read the environment into a Settings object (tests call this again after changing it)."""
-    redis_url = os.environ.get("REDIS_URL", "")
-    broker_dir = Path(os.environ.get("BROKER_DIR", ROOT / "var" / "broker"))
-    scripted_host = os.environ.get("SCRIPTED_MODEL_HOST", "127.0.0.1")
-    scripted_port = _int("SCRIPTED_MODEL_PORT", 8090)
-    base_url = os.environ.get("OPENAI_BASE_URL", f"http://{scripted_host}:{scripted_port}/v1")
-    return Settings(
-        database_url=os.environ.get("DATABASE_URL", f"sqlite:///{ROOT / 'var' / 'threadline.db'}"),
-        redis_url=redis_url,
-        broker_url=os.environ.get("CELERY_BROKER_URL", redis_url or "filesystem://"),
-        broker_dir=broker_dir,
-        run_queue=os.environ.get("RUN_QUEUE", "runs"),
-        secret_key=os.environ.get("SECRET_KEY", "dev-only-secret-change-me"),
-        session_cookie_secure=_bool("SESSION_COOKIE_SECURE", bool(redis_url)),
-        openai_base_url=base_url,
-        default_model_id=os.environ.get("DEFAULT_MODEL_ID", "threadline-dev"),
-        models=_model_registry(base_url),
-        wait_default=_float("WAIT_DEFAULT", 30.0),
-        wait_max=_float("WAIT_MAX", 60.0),
-        poll_interval=_float("POLL_INTERVAL", 0.05),
-        run_max_steps=_int("RUN_MAX_STEPS", 8),
-        run_deadline=_float("RUN_DEADLINE", 120.0),
-        model_timeout=_float("MODEL_TIMEOUT", 60.0),
-        model_max_retries=_int("MODEL_MAX_RETRIES", 3),
-        lease_seconds=_float("LEASE_SECONDS", 30.0),
-        run_max_attempts=_int("RUN_MAX_ATTEMPTS", 3),
-        queued_stale_seconds=_float("QUEUED_STALE_SECONDS", 30.0),
-        sweep_interval=_float("SWEEP_INTERVAL", 10.0),
-        history_tokens=_int("HISTORY_TOKENS", 3000),
-        rate_limit_default=os.environ.get("RATE_LIMIT_DEFAULT", "600/minute"),
-        rate_limit_messages=os.environ.get("RATE_LIMIT_MESSAGES", "60/minute"),
-        max_request_bytes=_int("MAX_REQUEST_BYTES", 256 * 1024),
-        log_level=os.environ.get("LOG_LEVEL", "INFO"),
-        scripted_model_host=scripted_host,
-        scripted_model_port=scripted_port,
-        scripted_model_latency=_float("SCRIPTED_MODEL_LATENCY", 0.0),
-        max_active_runs_per_user=_int("MAX_ACTIVE_RUNS_PER_USER", 20),
-        max_json_depth=_int("MAX_JSON_DEPTH", 32),
-        max_context_bytes=_int("MAX_CONTEXT_BYTES", 64 * 1024),
-        db_pool_size=_int("DB_POOL_SIZE", 10),
-        db_max_overflow=_int("DB_MAX_OVERFLOW", 20),
-        db_pool_timeout=_float("DB_POOL_TIMEOUT", 30.0),
-        memory_prompt_limit=_int("MEMORY_PROMPT_LIMIT", 5),
-        memory_max_chars=_int("MEMORY_MAX_CHARS", 1000),
-        memory_max_per_user=_int("MEMORY_MAX_PER_USER", 500),
-        docs_read_max_chars=_int("DOCS_READ_MAX_CHARS", 12000),
-        web_search_provider=os.environ.get("WEB_SEARCH_PROVIDER", "searxng"),
-        web_search_url=os.environ.get("WEB_SEARCH_URL", "").rstrip("/"),
-        fetch_allowlist=tuple(e.strip() for e in os.environ.get("FETCH_ALLOWLIST", "").split(",") if e.strip()),
-        fetch_timeout=_float("FETCH_TIMEOUT", 10.0),
-        fetch_max_bytes=_int("FETCH_MAX_BYTES", 2 * 1024 * 1024),
-        fetch_text_chars=_int("FETCH_TEXT_CHARS", 8000),
-        data_views_file=Path(os.environ.get("DATA_VIEWS_FILE") or ROOT / "shared" / "data_views.toml"),
-        data_row_cap=_int("DATA_ROW_CAP", 100),
-        data_statement_timeout=_float("DATA_STATEMENT_TIMEOUT", 5.0),
-        session_lifetime=_int("SESSION_LIFETIME", 12 * 3600),
-        rate_limit_login=os.environ.get("RATE_LIMIT_LOGIN", "10/minute"),
-    )
+    values = {spec.name: _read(spec) for spec in fields(Settings) if "env" in spec.metadata}
+    # Defaults that follow from other settings.
+    values["broker_url"] = values["broker_url"] or values["redis_url"] or "filesystem://"
+    if values["session_cookie_secure"] is None:
+        values["session_cookie_secure"] = bool(values["redis_url"])  # production serves HTTPS
+    scripted = f"http://{values['scripted_model_host']}:{values['scripted_model_port']}/v1"
+    values["models"] = _model_registry(os.environ.get("OPENAI_BASE_URL") or scripted)
+    return Settings(**values)
 
 
 settings = load()

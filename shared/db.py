@@ -1,17 +1,23 @@
-"""Engine and sessions. One engine per process, created lazily so forked workers get their own."""
+"""Engine and sessions. One engine per process, created lazily so forked workers get their own.
+
+Services open sessions only through ``transaction()`` and ``read()``. ``bind_to(connection)`` points
+both at one connection that the caller holds inside a transaction, each ``transaction()`` becoming a
+savepoint in it: the in-process core tests (tests/core) run every test that way and roll it all back.
+"""
 from __future__ import annotations
 
 import time
 from contextlib import contextmanager
 from typing import Iterator
 
-from sqlalchemy import Engine, create_engine, event, exc
+from sqlalchemy import Connection, Engine, create_engine, event, exc
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared.config import settings
 
 _engine: Engine | None = None
 _factory: sessionmaker[Session] | None = None
+_bound: sessionmaker[Session] | None = None  # set by bind_to()
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
@@ -62,6 +68,8 @@ def _ping_if_idle(dbapi_connection, record, _proxy) -> None:
 
 
 def engine() -> Engine:
+    if _bound is not None:
+        return _bound.kw["bind"].engine
     global _engine, _factory
     if _engine is None:
         _engine = make_engine(settings.database_url)
@@ -80,6 +88,10 @@ def dispose() -> None:
 @contextmanager
 def transaction() -> Iterator[Session]:
     """A session inside one transaction: committed on success, rolled back on error, always closed."""
+    if _bound is not None:
+        with _bound() as session, session.begin():  # a SAVEPOINT in the bound connection's transaction
+            yield session
+        return
     engine()
     assert _factory is not None
     with _factory() as session, session.begin():
@@ -91,6 +103,10 @@ def read() -> Iterator[Session]:
     """A session for reads that need no transaction. On PostgreSQL its connection runs in autocommit,
     so each statement is one round trip, without BEGIN and COMMIT around it. Use transaction() for
     anything that writes."""
+    if _bound is not None:
+        with _bound() as session:
+            yield session
+        return
     engine()
     assert _factory is not None and _engine is not None
     with _engine.connect() as connection, _factory(bind=connection) as session:
@@ -106,5 +122,24 @@ def read() -> Iterator[Session]:
         finally:
             if raw.closed == 0:  # a connection lost mid-read is invalidated; resetting it would raise
                 raw.autocommit = False
+
+
+@contextmanager
+def bind_to(connection: Connection) -> Iterator[None]:
+    """Route every ``transaction()`` and ``read()`` to ``connection`` until the block ends.
+
+    The caller begins a transaction on the connection first and rolls it back afterwards; sessions
+    join it with ``join_transaction_mode="create_savepoint"`` (SQLAlchemy 2), so a service's commit
+    releases a SAVEPOINT and its rollback returns to one, and nothing outlives the caller's rollback.
+    """
+    global _bound
+    previous = _bound
+    _bound = sessionmaker(bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False)
+    try:
+        yield
+    finally:
+        _bound = previous
+
+
 def is_postgres() -> bool:
     return engine().dialect.name == "postgresql"

@@ -120,14 +120,14 @@ def finished_runs(run_ids: list[str]) -> set[str]:
     from sqlalchemy import select
 
     from shared.db import transaction
-    from shared.models import Run
+    from shared.models import ACTIVE_STATUSES, Run
 
     done: set[str] = set()
     with transaction() as session:
         for start in range(0, len(run_ids), 1000):
             batch = [uuid.UUID(r) for r in run_ids[start:start + 1000]]
             done.update(str(r) for r in session.scalars(
-                select(Run.id).where(Run.id.in_(batch), Run.status.notin_(("queued", "in_progress")))
+                select(Run.id).where(Run.id.in_(batch), Run.status.notin_(ACTIVE_STATUSES))
             ))
     return done
 

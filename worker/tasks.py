@@ -14,6 +14,7 @@ from shared import notify
 from shared.config import settings
 from shared.queue import EXECUTE_RUN, SWEEP, celery_app, enqueue_run
 from shared.services import runs
+from shared.models import Status
 from shared.services.runs import Outcome
 from worker.agent import loop
 
@@ -80,7 +81,7 @@ def execute_run(run_id: str) -> str:
     notify.publish_run_finished(run_id)
     if finished.next_run is not None:
         enqueue_run(finished.next_run)
-    return "failed" if outcome.is_error else "completed"
+    return Status.FAILED if outcome.is_error else Status.COMPLETED
 
 
 @app.task(name=SWEEP, ignore_result=True)

@@ -9,9 +9,7 @@ from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from shared.models.base import Base, BigId, utcnow
-
-ROLES = ("user", "assistant", "system")
-STATUSES = ("queued", "in_progress", "completed", "failed", "cancelled")
+from shared.models.status import Status, StatusText
 
 
 class Thread(Base):
@@ -52,7 +50,7 @@ class Message(Base):
     references: Mapped[list[Any]] = mapped_column(default=list)
     details: Mapped[dict[str, Any] | None] = mapped_column()
     is_error: Mapped[bool] = mapped_column(default=False)
-    status: Mapped[str] = mapped_column(String(16), default="completed")
+    status: Mapped[Status] = mapped_column(StatusText(Status), default=Status.COMPLETED)
     client_message_id: Mapped[str | None] = mapped_column(String(255))
     request_hash: Mapped[str | None] = mapped_column(String(64))
     model_id: Mapped[str | None] = mapped_column(String(100))
@@ -61,4 +59,4 @@ class Message(Base):
 
     @property
     def finished(self) -> bool:
-        return self.status in ("completed", "failed", "cancelled")
+        return Status(self.status).finished

@@ -9,9 +9,10 @@ from sqlalchemy import ForeignKey, Index, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from shared.models.base import Base, BigId, utcnow
+from shared.models.status import ACTIVE_STATUSES, Status, StatusText, StepStatus
 
-
-ACTIVE_FILTER = text("status IN ('queued', 'in_progress')")
+# The partial indexes' predicate (the same text as in migrations 0004 and 0005).
+ACTIVE_FILTER = text("status IN ({})".format(", ".join(f"'{status}'" for status in ACTIVE_STATUSES)))
 
 
 class Run(Base):
@@ -33,7 +34,7 @@ class Run(Base):
     response_message_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("messages.id", ondelete="CASCADE"), unique=True
     )
-    status: Mapped[str] = mapped_column(String(16), default="queued")
+    status: Mapped[Status] = mapped_column(StatusText(Status), default=Status.QUEUED)
     attempts: Mapped[int] = mapped_column(default=0)
     lease_owner: Mapped[str | None] = mapped_column(String(200))
     lease_expires_at: Mapped[datetime | None] = mapped_column()
@@ -58,7 +59,7 @@ class RunStep(Base):
     name: Mapped[str] = mapped_column(String(100))
     arguments: Mapped[dict[str, Any] | None] = mapped_column()
     output: Mapped[str | None] = mapped_column(Text)
-    status: Mapped[str] = mapped_column(String(16), default="completed")
+    status: Mapped[StepStatus] = mapped_column(StatusText(StepStatus), default=StepStatus.COMPLETED)
     usage: Mapped[dict[str, Any] | None] = mapped_column()
     started_at: Mapped[datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column()

@@ -1,11 +1,11 @@
-"""Posting, reading and waiting for messages. Posting stores the user message, the queued response
-message and its run in one transaction, then enqueues the run: nothing is lost if the broker is down."""
+"""Posting, reading and waiting for messages. Posting stores the user message and the queued response
+message, and has ``shared.services.runs`` admit and insert the run that will answer it, all in one
+transaction; then it enqueues the run: nothing is lost if the broker is down."""
 from __future__ import annotations
 
 import hashlib
 import json
 import uuid
-from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
@@ -17,15 +17,14 @@ from sqlalchemy.orm import Session
 
 from shared import notify, permissions
 from shared.db import read, transaction
-from shared.config import settings
-from shared.errors import Conflict, NotFound, RateLimited, ValidationFailed
-from shared.models import Message, Run, RunStep, Thread, User, utcnow
+from shared.errors import Conflict, NotFound, ValidationFailed
+from shared.models import Message, Run, RunStep, Status, Thread, utcnow
 from shared.permissions import Principal
 from shared.queue import enqueue_run
+from shared.services import runs
 from shared.services.threads import MAX_THREAD_ID, check_model, check_workflow, owned_thread
 
 MAX_CONTENT = 5000
-FINISHED = ("completed", "failed", "cancelled")
 CREATED_AT_STEP = timedelta(microseconds=1)
 
 
@@ -52,25 +51,16 @@ def _replay(session: Session, thread_id: int, client_message_id: str, request_ha
         return None
     if request.request_hash != request_hash:
         raise Conflict("This idempotency key was already used with a different request body.")
-    run = session.scalar(select(Run).where(Run.request_message_id == request.id))
+    run = runs.run_for_request(session, request.id)
     if run is None:
         raise Conflict("This idempotency key belongs to a message that was not posted for an answer.")
     response = session.get(Message, run.response_message_id)
     return Exchange(request=request, response=response, run_id=run.id, replayed=True)
 
 
-# Set per request by the API (header ``If-Thread-Idle: true``, api/hardening.py) so every dialect
-# honours it: refuse with 409 instead of queueing behind the thread's active run.
-REQUIRE_IDLE: ContextVar[bool] = ContextVar("threadline_require_idle", default=False)
-ACTIVE_RUNS = ("queued", "in_progress")
-
-
 # Every post runs these: Core statements on the tables, built once (see shared/services/runs.py).
-RUNS, MESSAGES, THREADS, USERS = Run.__table__, Message.__table__, Thread.__table__, User.__table__
-_LOCK_USER = select(USERS.c.id).where(USERS.c.id == bindparam("user_id")).with_for_update()
-_ACTIVE_RUNS_OF_USER = (  # reads only the user's active runs (ix_runs_user_active)
-    select(func.count()).select_from(RUNS).where(RUNS.c.user_id == bindparam("user_id"), RUNS.c.status.in_(ACTIVE_RUNS))
-)
+MESSAGES, THREADS = Message.__table__, Thread.__table__
+_INSERT_MESSAGES = insert(MESSAGES)
 
 
 # The name (context or state) the thread's client last used; walks the thread's messages newest first.
@@ -79,28 +69,6 @@ _LAST_CONTEXT_KEY = (
     .where(MESSAGES.c.thread_id == bindparam("thread_id"), MESSAGES.c.context_key.is_not(None))
     .order_by(MESSAGES.c.seq.desc()).limit(1)
 )
-
-
-def _check_capacity(session: Session, principal: Principal) -> None:
-    """Refuse a post that would let one user fill the queue (more than MAX_ACTIVE_RUNS_PER_USER
-    answers pending). Locking the user row serialises one user's posts, so the check cannot be
-    raced past by concurrent requests."""
-    session.execute(_LOCK_USER, {"user_id": principal.user_id})
-    cap = settings.max_active_runs_per_user
-    if cap > 0:
-        active = session.scalar(_ACTIVE_RUNS_OF_USER, {"user_id": principal.user_id}) or 0
-        if active >= cap:
-            raise RateLimited(f"You already have {active} answers in progress (the limit is {cap}); "
-                              "wait for some to finish before sending more.", retry_after=5)
-
-
-def _check_idle(session: Session, thread_id: int) -> None:
-    """The caller asked (If-Thread-Idle) to be refused rather than queued behind an active run."""
-    if REQUIRE_IDLE.get() and session.scalar(
-        select(Run.id).where(Run.thread_id == thread_id, Run.status.in_(ACTIVE_RUNS)).limit(1)
-    ) is not None:
-        raise Conflict("The thread is still answering an earlier message; retry when it is idle "
-                       "(or send the message without If-Thread-Idle to queue it).", retry_after=1)
 
 
 @lru_cache(maxsize=4)
@@ -162,11 +130,14 @@ def post_user_message(
     model_id: str | None = None,
     workflow_id: uuid.UUID | None = None,
     message_id: uuid.UUID | None = None,
+    require_idle: bool = False,
 ) -> Exchange:
     """Store the message and its pending answer, then hand the run to the workers.
 
     ``message_id`` is a caller-chosen id for the user message (v1-threads); pass it as
-    ``client_message_id`` too when it should make the post idempotent.
+    ``client_message_id`` too when it should make the post idempotent. ``require_idle`` (the
+    ``If-Thread-Idle: true`` header) refuses with Conflict instead of queueing behind an active run.
+    A replay of an idempotent post returns the stored exchange before any of these checks.
     """
     principal.require(permissions.MESSAGES_CREATE)
     if not content or not content.strip():
@@ -181,9 +152,10 @@ def post_user_message(
                 thread_id = owned_thread(session, principal, thread_ref).id
                 if replay := _replay(session, thread_id, client_message_id, fingerprint):
                     return replay
-            _check_capacity(session, principal)
+            runs.check_capacity(session, principal.user_id)
             thread = _reserve_seqs(session, principal, thread_ref, 2, context)
-            _check_idle(session, thread.id)
+            if require_idle:
+                runs.check_idle(session, thread.id)
             if context_key is None:  # a follow-up without context/state keeps the thread's word for it (seed 001)
                 context_key = session.scalar(_LAST_CONTEXT_KEY, {"thread_id": thread.id})
             workflow = check_workflow(session, principal, workflow_id or thread.workflow_id)
@@ -195,22 +167,21 @@ def post_user_message(
             request = Message(
                 id=message_id or uuid.uuid4(), seq=thread.last_seq - 1, role="user", content=content,
                 context=context, client_message_id=client_message_id, request_hash=fingerprint,
-                status="completed", model_id=None, created_at=now, updated_at=now, **common,
+                status=Status.COMPLETED, model_id=None, created_at=now, updated_at=now, **common,
             )
             response = Message(
                 id=uuid.uuid4(), seq=thread.last_seq, role="assistant", content="", context=None,
-                client_message_id=None, request_hash=None, status="queued", model_id=chosen_model,
+                client_message_id=None, request_hash=None, status=Status.QUEUED, model_id=chosen_model,
                 created_at=answer_at, updated_at=answer_at, **common,
             )
-            run_id = uuid.uuid4()
             # Core inserts of plain rows (one statement for both messages): the ORM unit of work
             # costs more CPU than the round trips it would save.
-            session.execute(insert(MESSAGES), [_row(request), _row(response)])
-            session.execute(insert(RUNS), {
-                "id": run_id, "thread_id": thread.id, "user_id": principal.user_id, "request_message_id": request.id,
-                "response_message_id": response.id, "status": "queued", "attempts": 0, "model_id": chosen_model,
-                "workflow_id": workflow.id if workflow else None, "queued_at": now,
-            })
+            session.execute(_INSERT_MESSAGES, [_row(request), _row(response)])
+            run_id = runs.create_run(
+                session, thread_id=thread.id, user_id=principal.user_id, request_message_id=request.id,
+                response_message_id=response.id, model_id=chosen_model,
+                workflow_id=workflow.id if workflow else None, queued_at=now,
+            )
             exchange = Exchange(request=request, response=response, run_id=run_id)
     except IntegrityError:
         if not client_message_id:
@@ -381,7 +352,7 @@ def create_message(
             message = Message(
                 id=message_id or uuid.uuid4(), thread_id=thread.id, seq=thread.last_seq, role=role, content=content,
                 citations=citations or [], references=references or [], details=details, is_error=is_error,
-                status="completed", client_message_id=str(message_id) if message_id else None,
+                status=Status.COMPLETED, client_message_id=str(message_id) if message_id else None,
                 request_hash=fingerprint, created_at=now, updated_at=now,
             )
             session.add(message)
@@ -403,6 +374,6 @@ def run_details(messages: list[Message]) -> dict[uuid.UUID, tuple[Run, list[RunS
         return {}
     thread_ids = {m.thread_id for m in messages}
     with transaction() as session:
-        runs = session.scalars(select(Run).where(Run.response_message_id.in_(ids), Run.thread_id.in_(thread_ids)))
+        found = session.scalars(select(Run).where(Run.response_message_id.in_(ids), Run.thread_id.in_(thread_ids)))
         steps = steps_by_message(session, ids)
-        return {run.response_message_id: (run, steps.get(run.response_message_id, [])) for run in runs}
+        return {run.response_message_id: (run, steps.get(run.response_message_id, [])) for run in found}

@@ -1,7 +1,14 @@
-"""The run lifecycle as the worker and the sweeper drive it.
+"""Runs: the one owner of the run lifecycle, from admission to the final answer.
 
-Every state change is one conditional UPDATE, so duplicate deliveries, expired leases and racing
-workers resolve in the database: a run is claimed by one worker at a time and answered once.
+- Admission (inside the message service's post transaction): the per-user cap on active runs, the
+  ``If-Thread-Idle`` check and the run insert. ``shared.services.messages`` stores the messages and
+  calls these; it never writes a run row itself.
+- Execution (the worker and the sweeper): every state change is one conditional UPDATE, so duplicate
+  deliveries, expired leases and racing workers resolve in the database: a run is claimed by one
+  worker at a time and answered once.
+
+Statuses are ``Status`` members (shared/models/status.py), also inside the Core statements;
+``ACTIVE_STATUSES`` is the one definition of "still running".
 """
 from __future__ import annotations
 
@@ -10,13 +17,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, bindparam, insert, or_, select, update
+from sqlalchemy import and_, bindparam, func, insert, or_, select, update
+from sqlalchemy.orm import Session
 
 from shared.config import settings
 from shared.db import transaction
-from shared.models import Message, Run, RunStep, Thread, Workflow, utcnow
+from shared.errors import Conflict, RateLimited
+from shared.models import ACTIVE_STATUSES, Message, Run, RunStep, Status, StepStatus, Thread, User, Workflow, utcnow
 
-ACTIVE = ("queued", "in_progress")
 FAILED_TEXT = "Sorry, I could not produce an answer this time. Please try again."
 
 
@@ -48,7 +56,7 @@ class StepRecord:
     name: str
     arguments: dict[str, Any] | None
     output: str | None
-    status: str
+    status: StepStatus
     started_at: datetime
     finished_at: datetime
     usage: dict[str, Any] | None = None
@@ -59,6 +67,9 @@ class Outcome:
     content: str
     citations: list[dict[str, Any]] = field(default_factory=list)
     updated_context: dict[str, Any] | None = None
+    # True when a tool changed the context during the run: only then is the thread's stored context
+    # rewritten (see worker/tools/base.py, ToolContext.context_changed).
+    context_changed: bool = False
     steps: list[StepRecord] = field(default_factory=list)
     usage: dict[str, Any] | None = None
     is_error: bool = False
@@ -70,7 +81,7 @@ def _predecessor_active(session, thread_id: int, seq: int) -> bool:
     earlier = (
         select(Run.id)
         .join(Message, Message.id == Run.request_message_id)
-        .where(Run.thread_id == thread_id, Run.status.in_(ACTIVE), Message.seq < seq)
+        .where(Run.thread_id == thread_id, Run.status.in_(ACTIVE_STATUSES), Message.seq < seq)
         .limit(1)
     )
     return session.scalar(earlier) is not None
@@ -79,8 +90,65 @@ def _predecessor_active(session, thread_id: int, seq: int) -> bool:
 # The hot statements (every answer runs them) are Core statements on the tables, built once with
 # bind parameters: building an ORM statement and running it through the ORM costs more CPU than the
 # round trip itself.
-RUNS, MESSAGES, THREADS = Run.__table__, Message.__table__, Thread.__table__
+RUNS, MESSAGES, THREADS, USERS = Run.__table__, Message.__table__, Thread.__table__, User.__table__
 HISTORY_LIMIT = 50
+
+
+# -- admission: called by shared.services.messages inside its post transaction ----------------------
+
+_LOCK_USER = select(USERS.c.id).where(USERS.c.id == bindparam("user_id")).with_for_update()
+_ACTIVE_RUNS_OF_USER = (  # reads only the user's active runs (ix_runs_user_active)
+    select(func.count()).select_from(RUNS)
+    .where(RUNS.c.user_id == bindparam("user_id"), RUNS.c.status.in_(ACTIVE_STATUSES))
+)
+_ACTIVE_RUN_OF_THREAD = (  # ix_runs_thread_active
+    select(RUNS.c.id).where(RUNS.c.thread_id == bindparam("thread_id"), RUNS.c.status.in_(ACTIVE_STATUSES))
+    .limit(1)
+)
+_INSERT_RUN = insert(RUNS)
+
+
+def check_capacity(session: Session, user_id: str) -> None:
+    """Refuse a post that would let one user fill the queue (more than MAX_ACTIVE_RUNS_PER_USER
+    answers pending). Locking the user row serialises one user's posts, so the check cannot be
+    raced past by concurrent requests; the lock is held until the post's transaction ends."""
+    session.execute(_LOCK_USER, {"user_id": user_id})
+    cap = settings.max_active_runs_per_user
+    if cap > 0:
+        active = session.scalar(_ACTIVE_RUNS_OF_USER, {"user_id": user_id}) or 0
+        if active >= cap:
+            raise RateLimited(f"You already have {active} answers in progress (the limit is {cap}); "
+                              "wait for some to finish before sending more.", retry_after=5)
+
+
+def check_idle(session: Session, thread_id: int) -> None:
+    """The caller asked (``If-Thread-Idle: true``) to be refused rather than queued behind an active
+    run. Call it with the thread row locked, so no run can be admitted between the check and the insert."""
+    if session.scalar(_ACTIVE_RUN_OF_THREAD, {"thread_id": thread_id}) is not None:
+        raise Conflict("The thread is still answering an earlier message; retry when it is idle "
+                       "(or send the message without If-Thread-Idle to queue it).", retry_after=1)
+
+
+def create_run(session: Session, *, thread_id: int, user_id: str, request_message_id: uuid.UUID,
+               response_message_id: uuid.UUID, model_id: str | None, workflow_id: uuid.UUID | None,
+               queued_at: datetime) -> uuid.UUID:
+    """Insert a queued run answering ``request_message_id`` into ``response_message_id``; the caller
+    enqueues it after its transaction commits (never before: a worker must find the row)."""
+    run_id = uuid.uuid4()
+    session.execute(_INSERT_RUN, {
+        "id": run_id, "thread_id": thread_id, "user_id": user_id, "request_message_id": request_message_id,
+        "response_message_id": response_message_id, "status": Status.QUEUED, "attempts": 0,
+        "model_id": model_id, "workflow_id": workflow_id, "queued_at": queued_at,
+    })
+    return run_id
+
+
+def run_for_request(session: Session, request_message_id: uuid.UUID) -> Run | None:
+    """The run answering a user message (None for a message posted without asking for an answer)."""
+    return session.scalar(select(Run).where(Run.request_message_id == request_message_id))
+
+
+# -- execution: the worker and the sweeper ----------------------------------------------------------
 
 
 def _build_claim():
@@ -93,7 +161,7 @@ def _build_claim():
     predecessor = (
         select(earlier_run.c.id)
         .join(earlier_request, earlier_request.c.id == earlier_run.c.request_message_id)
-        .where(earlier_run.c.thread_id == RUNS.c.thread_id, earlier_run.c.status.in_(ACTIVE),
+        .where(earlier_run.c.thread_id == RUNS.c.thread_id, earlier_run.c.status.in_(ACTIVE_STATUSES),
                earlier_request.c.seq < own_seq)
         .correlate(RUNS)
     )
@@ -102,11 +170,12 @@ def _build_claim():
         update(RUNS)
         .where(
             RUNS.c.id == bindparam("run_id"),
-            or_(RUNS.c.status == "queued", and_(RUNS.c.status == "in_progress", RUNS.c.lease_expires_at < now)),
+            or_(RUNS.c.status == Status.QUEUED,
+                and_(RUNS.c.status == Status.IN_PROGRESS, RUNS.c.lease_expires_at < now)),
             RUNS.c.attempts < bindparam("max_attempts"),
             ~predecessor.exists(),
         )
-        .values(status="in_progress", attempts=RUNS.c.attempts + 1, lease_owner=bindparam("owner"),
+        .values(status=Status.IN_PROGRESS, attempts=RUNS.c.attempts + 1, lease_owner=bindparam("owner"),
                 lease_expires_at=bindparam("lease_until", type_=RUNS.c.lease_expires_at.type), started_at=now)
         .returning(RUNS.c.attempts, RUNS.c.thread_id, RUNS.c.request_message_id, RUNS.c.response_message_id,
                    RUNS.c.model_id, RUNS.c.workflow_id)
@@ -123,7 +192,7 @@ def _build_prompt_rows():
                THREADS.c.tenant_id, THREADS.c.user_id, THREADS.c.context.label("thread_context"))
         .join(THREADS, THREADS.c.id == MESSAGES.c.thread_id)
         .where(MESSAGES.c.thread_id == bindparam("thread_id"), MESSAGES.c.seq <= request_seq,
-               MESSAGES.c.status == "completed")
+               MESSAGES.c.status == Status.COMPLETED)
         .order_by(MESSAGES.c.seq.desc())
         .limit(HISTORY_LIMIT + 1)
     )
@@ -133,7 +202,7 @@ _CLAIM = _build_claim()
 _PROMPT_ROWS = _build_prompt_rows()
 _MARK_IN_PROGRESS = (
     update(MESSAGES).where(MESSAGES.c.id == bindparam("message_id"))
-    .values(status="in_progress", updated_at=bindparam("now", type_=MESSAGES.c.updated_at.type))
+    .values(status=Status.IN_PROGRESS, updated_at=bindparam("now", type_=MESSAGES.c.updated_at.type))
 )
 
 
@@ -175,13 +244,13 @@ def _fail_if_out_of_attempts(session, run_id: uuid.UUID, now: datetime) -> None:
     """The claim did not match. If that is because the run used up its attempts (and it is its turn,
     and no live lease holds it), end it with an error answer instead of leaving it to the sweeper."""
     run = session.scalar(select(Run).where(Run.id == run_id))
-    if run is None or run.status not in ACTIVE or run.attempts < settings.run_max_attempts:
+    if run is None or run.status not in ACTIVE_STATUSES or run.attempts < settings.run_max_attempts:
         return
-    if run.status == "in_progress" and run.lease_expires_at is not None and run.lease_expires_at >= now:
+    if run.status == Status.IN_PROGRESS and run.lease_expires_at is not None and run.lease_expires_at >= now:
         return  # a duplicate delivery while a worker holds a live lease: not ours to touch
     request_seq = session.scalar(select(Message.seq).where(Message.id == run.request_message_id))
     if not _predecessor_active(session, run.thread_id, request_seq):
-        _finish(session, run, Outcome(content=FAILED_TEXT, is_error=True, error="too many attempts"), "failed")
+        _finish(session, run, Outcome(content=FAILED_TEXT, is_error=True, error="too many attempts"), Status.FAILED)
 
 
 def renew_lease(run_id: uuid.UUID, owner: str) -> bool:
@@ -190,7 +259,7 @@ def renew_lease(run_id: uuid.UUID, owner: str) -> bool:
     with transaction() as session:
         return session.execute(
             update(Run)
-            .where(Run.id == run_id, Run.lease_owner == owner, Run.status == "in_progress")
+            .where(Run.id == run_id, Run.lease_owner == owner, Run.status == Status.IN_PROGRESS)
             .values(lease_expires_at=now + timedelta(seconds=settings.lease_seconds))
         ).rowcount == 1
 
@@ -202,7 +271,8 @@ _WRITE_ANSWER = (
 )
 _END_RUN = (
     update(RUNS)
-    .where(RUNS.c.id == bindparam("run_id"), RUNS.c.lease_owner == bindparam("owner"), RUNS.c.status == "in_progress")
+    .where(RUNS.c.id == bindparam("run_id"), RUNS.c.lease_owner == bindparam("owner"),
+           RUNS.c.status == Status.IN_PROGRESS)
     .values({**{column: bindparam(f"new_{column}", type_=RUNS.c[column].type)
                 for column in ("status", "finished_at", "usage", "error")}, "lease_expires_at": None})
     .returning(RUNS.c.attempts)
@@ -210,21 +280,25 @@ _END_RUN = (
 _NEXT_QUEUED = (
     select(RUNS.c.id)
     .join(MESSAGES, MESSAGES.c.id == RUNS.c.request_message_id)
-    .where(RUNS.c.thread_id == bindparam("thread_id"), RUNS.c.status == "queued")
+    .where(RUNS.c.thread_id == bindparam("thread_id"), RUNS.c.status == Status.QUEUED)
     .order_by(MESSAGES.c.seq)
     .limit(1)
 )
 
 
 def _write_answer(session, *, run_id: uuid.UUID, attempt: int, thread_id: int, response_message_id: uuid.UUID,
-                  outcome: Outcome, status: str, now: datetime) -> None:
-    """The response message, the thread's updated context and the run's steps."""
+                  outcome: Outcome, status: Status, now: datetime) -> None:
+    """The response message, the thread's context (only when a tool changed it) and the run's steps.
+
+    An unchanged context is not written back: the post already stored it on the thread, and a later
+    post may have replaced it since, which an echo of this run's copy would undo."""
     session.execute(_WRITE_ANSWER, {
         "message_id": response_message_id, "new_content": outcome.content, "new_citations": outcome.citations,
-        "new_updated_context": outcome.updated_context, "new_is_error": outcome.is_error, "new_status": status,
+        "new_updated_context": outcome.updated_context, "new_is_error": outcome.is_error,
+        "new_status": status,
         "new_updated_at": now,
     })
-    if outcome.updated_context is not None:
+    if outcome.context_changed and outcome.updated_context is not None:
         session.execute(update(THREADS).where(THREADS.c.id == thread_id).values(context=outcome.updated_context))
     if outcome.steps:
         session.execute(
@@ -238,7 +312,7 @@ def _write_answer(session, *, run_id: uuid.UUID, attempt: int, thread_id: int, r
         )
 
 
-def _finish(session, run: Run, outcome: Outcome, status: str) -> None:
+def _finish(session, run: Run, outcome: Outcome, status: Status) -> None:
     """End a run the worker does not hold (out of attempts): its answer, then the run row."""
     now = utcnow()
     _write_answer(session, run_id=run.id, attempt=run.attempts, thread_id=run.thread_id,
@@ -262,7 +336,7 @@ def finish(job: RunJob, outcome: Outcome) -> Finished | None:
 
     One transaction: the lease-conditional run update, the answer, and the look-up of the thread's
     next queued message."""
-    status = "failed" if outcome.is_error else "completed"
+    status = Status.FAILED if outcome.is_error else Status.COMPLETED
     now = utcnow()
     with transaction() as session:
         ended = session.execute(_END_RUN, {
@@ -291,8 +365,8 @@ def sweep() -> tuple[list[uuid.UUID], list[uuid.UUID]]:
             select(Run)
             .where(
                 or_(
-                    and_(Run.status == "in_progress", Run.lease_expires_at < now),
-                    and_(Run.status == "queued", Run.queued_at < stale_queued),
+                    and_(Run.status == Status.IN_PROGRESS, Run.lease_expires_at < now),
+                    and_(Run.status == Status.QUEUED, Run.queued_at < stale_queued),
                 )
             )
             .order_by(Run.queued_at)
@@ -301,9 +375,10 @@ def sweep() -> tuple[list[uuid.UUID], list[uuid.UUID]]:
         ).all()
         for run in lost:
             if run.attempts >= settings.run_max_attempts:
-                _finish(session, run, Outcome(content=FAILED_TEXT, is_error=True, error="worker lost too often"), "failed")
+                _finish(session, run, Outcome(content=FAILED_TEXT, is_error=True, error="worker lost too often"),
+                        Status.FAILED)
                 failed.append(run.id)
             else:
-                run.status, run.lease_owner, run.lease_expires_at, run.queued_at = "queued", None, None, now
+                run.status, run.lease_owner, run.lease_expires_at, run.queued_at = Status.QUEUED, None, None, now
                 requeue.append(run.id)
     return requeue, failed

@@ -14,12 +14,7 @@ from shared.config import settings
 from shared.db import transaction
 from shared.errors import Conflict, NotFound, ValidationFailed
 from shared.models import Tenant, Workflow
-
-# The agent's tool names (worker/tools registers the modules; shared cannot import the worker).
-TOOL_NAMES = (
-    "search_docs", "read_doc", "web_search", "read_web_page", "save_memory", "search_memories",
-    "delete_memory", "query_data", "report_conversation", "update_context",
-)
+from shared.tools import TOOL_NAMES
 MAX_NAME = 200
 MAX_PROMPT = 20_000
 

@@ -78,3 +78,29 @@ def test_every_tool_refuses_identity_arguments_and_unknown_keys():
             dispatch(module, {"user_id": "victim"}, ctx)
         with pytest.raises(ToolError, match="unexpected"):
             dispatch(module, {"surprise": 1}, ctx)
+
+
+def test_update_context_marks_the_context_changed_and_other_tools_do_not():
+    """Only a changed context is written back to the thread (ToolContext.context_changed)."""
+    from worker.tools import ToolContext, context, dispatch
+
+    ctx = ToolContext(tenant_id=None, user_id="someone", thread_id=1, run_id=None, context={"form": {"name": ""}})
+    assert not ctx.context_changed
+    assert dispatch(context, {"changes": {"form": {"name": "Ada"}}}, ctx) == {"updated_context": {"form": {"name": "Ada"}}}
+    assert ctx.context_changed and ctx.context == {"form": {"name": "Ada"}}
+
+
+def test_dispatch_turns_a_service_error_into_a_tool_error():
+    """Tools let the services' ThreadlineError through; dispatch hands the model its message."""
+    from types import SimpleNamespace
+
+    from shared.errors import NotFound
+    from worker.tools import ToolContext, ToolError, dispatch
+
+    def run(args, ctx):
+        raise NotFound("No such view.")
+
+    tool = SimpleNamespace(NAME="probe", SCHEMA={"parameters": {"type": "object", "properties": {}}}, run=run)
+    ctx = ToolContext(tenant_id=None, user_id="someone", thread_id=1, run_id=None, context=None)
+    with pytest.raises(ToolError, match="^No such view.$"):
+        dispatch(tool, {}, ctx)

@@ -14,13 +14,14 @@ from typing import Any, Callable
 import openai
 
 from shared.config import settings
-from shared.models import utcnow
+from shared.models import StepStatus, utcnow
 from shared.services import knowledge
 from shared.services import memories as memory_store
 from shared.services.runs import Outcome, RunJob, StepRecord
+from shared.tools import ToolName
 from worker import llm, tools
 from worker.agent import citations, prompt
-from worker.tools import ToolContext, ToolError
+from worker.tools.base import ToolContext, ToolError
 
 log = logging.getLogger(__name__)
 
@@ -85,14 +86,14 @@ class Agent:
         timeout = max(1.0, min(settings.model_timeout, remaining))
         # The SDK retries timeouts too: allow only as many attempts as fit in the run's deadline.
         retries = max(0, min(settings.model_max_retries, int(remaining // timeout) - 1))
-        status, usage, summary = "failed", None, ""
+        status, usage, summary = StepStatus.FAILED, None, ""
         try:
             response = llm.complete(self.entry, body, timeout=timeout, max_retries=retries)
             message = response.choices[0].message
             usage = response.usage.model_dump() if response.usage else None
             for key in self.usage:
                 self.usage[key] += (usage or {}).get(key) or 0
-            status = "completed"
+            status = StepStatus.COMPLETED
             summary = message.content or json.dumps(
                 [{"name": c.function.name, "arguments": c.function.arguments} for c in message.tool_calls or []]
             )
@@ -123,12 +124,13 @@ class Agent:
             arguments = json.loads(call.function.arguments or "{}")
             if not isinstance(arguments, dict):
                 raise ToolError("arguments must be a JSON object")
-            return json.dumps(tools.dispatch(module, arguments, self.ctx), default=str), "completed", started, arguments
+            output = json.dumps(tools.dispatch(module, arguments, self.ctx), default=str)
+            return output, StepStatus.COMPLETED, started, arguments
         except (ToolError, json.JSONDecodeError) as exc:
-            return json.dumps({"error": str(exc)}), "failed", started, arguments
+            return json.dumps({"error": str(exc)}), StepStatus.FAILED, started, arguments
         except Exception as exc:  # noqa: BLE001 - a tool bug is reported to the model, not fatal to the run
             log.exception("tool %s crashed", call.function.name)
-            return json.dumps({"error": f"the tool failed: {type(exc).__name__}"}), "failed", started, arguments
+            return json.dumps({"error": f"the tool failed: {type(exc).__name__}"}), StepStatus.FAILED, started, arguments
 
     def _record(self, kind, name, arguments, output, status, started, usage) -> None:
         self.steps.append(StepRecord(
@@ -148,14 +150,14 @@ class Agent:
     def _outcome(self, content: str, **kwargs: Any) -> Outcome:
         return Outcome(
             content=content, steps=self.steps, usage=self.usage,
-            updated_context=self.ctx.context if self.ctx.context is not None else None, **kwargs,
+            updated_context=self.ctx.context, context_changed=self.ctx.context_changed, **kwargs,
         )
 
 
 def recall_memories(job: RunJob) -> list[str]:
     """The user's memories most relevant to this message, for the system prompt (none if the workflow
     leaves out the memory tools; none rather than a failed run if the lookup fails)."""
-    if job.allowed_tools is not None and "search_memories" not in job.allowed_tools:
+    if job.allowed_tools is not None and ToolName.SEARCH_MEMORIES not in job.allowed_tools:
         return []
     try:
         return memory_store.recall(job.tenant_id, job.user_id, job.content, settings.memory_prompt_limit)

@@ -7,14 +7,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from worker.tools.base import ToolError
+
 IDENTITY_KEYS = {"user_id", "userid", "user", "tenant_id", "tenant", "owner", "owner_id", "account_id"}
 _TYPES = {"string": str, "integer": int, "object": dict, "array": list, "boolean": bool}
 
 
 def check(args: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
     """``args`` if they fit ``schema["parameters"]`` (keys, required, types, bounds); else ToolError."""
-    from worker.tools import ToolError
-
     parameters = schema.get("parameters", {})
     properties: dict[str, dict] = parameters.get("properties", {})
     unknown = sorted(set(args) - set(properties))

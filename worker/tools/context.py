@@ -4,7 +4,10 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-NAME = "update_context"
+from shared.tools import ToolName
+from worker.tools.base import ToolContext, ToolError
+
+NAME = ToolName.UPDATE_CONTEXT
 SCHEMA = {
     "description": "Change the client's form state (the context or state object the client sent), for "
     "example fill in form fields. Give only the keys to change; nested objects are merged.",
@@ -26,12 +29,9 @@ def merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def run(args: dict[str, Any], ctx) -> dict[str, Any]:
-    from worker.tools import ToolError
-
+def run(args: dict[str, Any], ctx: ToolContext) -> dict[str, Any]:
     changes = args.get("changes")
     if not isinstance(changes, dict) or not changes:
         raise ToolError("'changes' must be a non-empty object")
-    ctx.context = merge(ctx.context or {}, changes)
-    ctx.context_changed = True
+    ctx.change_context(merge(ctx.context or {}, changes))
     return {"updated_context": ctx.context}

@@ -3,10 +3,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from shared.errors import ThreadlineError
 from shared.services import memories
+from shared.tools import ToolName
+from worker.tools.base import ToolContext, ToolError
 
-NAME = "delete_memory"
+NAME = ToolName.DELETE_MEMORY
 SCHEMA = {
     "description": "Forget something about the current user: give the id of a memory, or a query; every "
     "memory containing all of the query's words is deleted.",
@@ -20,13 +21,8 @@ SCHEMA = {
 }
 
 
-def run(args: dict[str, Any], ctx) -> dict[str, Any]:
-    from worker.tools import ToolError
-
+def run(args: dict[str, Any], ctx: ToolContext) -> dict[str, Any]:
     if bool(args.get("id")) == bool(args.get("query")):
         raise ToolError("give exactly one of 'id' or 'query'")
-    try:
-        deleted = memories.delete(ctx.tenant_id, ctx.user_id, memory_id=args.get("id"), query=args.get("query"))
-    except ThreadlineError as exc:
-        raise ToolError(exc.message) from exc
+    deleted = memories.delete(ctx.tenant_id, ctx.user_id, memory_id=args.get("id"), query=args.get("query"))
     return {"deleted": deleted}

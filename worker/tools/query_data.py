@@ -7,10 +7,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from shared.errors import ThreadlineError
 from shared.services import data_views
+from shared.tools import ToolName
+from worker.tools.base import ToolContext, ToolError
 
-NAME = "query_data"
+NAME = ToolName.QUERY_DATA
 
 
 def _schema() -> dict[str, Any]:
@@ -33,13 +34,8 @@ def _schema() -> dict[str, Any]:
 SCHEMA = _schema()  # a broken views file stops the worker at start, with the file and view named
 
 
-def run(args: dict[str, Any], ctx) -> dict[str, Any]:
-    from worker.tools import ToolError
-
+def run(args: dict[str, Any], ctx: ToolContext) -> dict[str, Any]:
     view = args.get("view")
     if not isinstance(view, str) or not view:
         raise ToolError("'view' must be the name of a data view")
-    try:
-        return data_views.run_view(view, args.get("params"), tenant_id=ctx.tenant_id, user_id=ctx.user_id)
-    except ThreadlineError as exc:
-        raise ToolError(exc.message) from None
+    return data_views.run_view(view, args.get("params"), tenant_id=ctx.tenant_id, user_id=ctx.user_id)

@@ -5,8 +5,10 @@ from typing import Any
 
 from shared.config import settings
 from shared.services import knowledge
+from shared.tools import ToolName
+from worker.tools.base import ToolContext, ToolError
 
-NAME = "read_doc"
+NAME = ToolName.READ_DOC
 SCHEMA = {
     "description": "Read the documentation: a passage by its chunk_id (from search_docs or an earlier citation), "
     "or a whole document by its document_name. Give exactly one of the two.",
@@ -20,9 +22,7 @@ SCHEMA = {
 }
 
 
-def run(args: dict[str, Any], ctx) -> dict[str, Any]:
-    from worker.tools import ToolError
-
+def run(args: dict[str, Any], ctx: ToolContext) -> dict[str, Any]:
     chunk_id, name = args.get("chunk_id"), args.get("document_name")
     if bool(chunk_id) == bool(name):
         raise ToolError("give exactly one of 'chunk_id' or 'document_name'")

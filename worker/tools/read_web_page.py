@@ -5,8 +5,10 @@ from typing import Any
 
 from shared import netguard
 from shared.config import settings
+from shared.tools import ToolName
+from worker.tools.base import ToolContext, ToolError
 
-NAME = "read_web_page"
+NAME = ToolName.READ_WEB_PAGE
 SCHEMA = {
     "description": "Fetch a public web page (http or https) and return its title and readable text. "
     "Private, internal and local network addresses are refused; big pages are cut short.",
@@ -44,8 +46,6 @@ def html_to_text(html: bytes) -> tuple[str, str]:
 
 
 def read(url: str) -> dict[str, Any]:
-    from worker.tools import ToolError
-
     try:
         page = netguard.fetch(url, headers={"Accept": "text/html,application/xhtml+xml,text/plain;q=0.9,*/*;q=0.5"})
     except netguard.FetchError as exc:
@@ -64,9 +64,7 @@ def read(url: str) -> dict[str, Any]:
             "truncated": page.truncated or len(text) > limit}
 
 
-def run(args: dict[str, Any], ctx) -> dict[str, Any]:
-    from worker.tools import ToolError
-
+def run(args: dict[str, Any], ctx: ToolContext) -> dict[str, Any]:
     url = args["url"]
     if not url.strip():
         raise ToolError("'url' must not be empty")

@@ -3,10 +3,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from shared.errors import ThreadlineError
 from shared.services import reports
+from shared.tools import ToolName
+from worker.tools.base import ToolContext, ToolError
 
-NAME = "report_conversation"
+NAME = ToolName.REPORT_CONVERSATION
 SCHEMA = {
     "description": "Report this conversation to a human moderator, e.g. for abusive or dangerous content. "
     "Give a short reason.",
@@ -18,15 +19,10 @@ SCHEMA = {
 }
 
 
-def run(args: dict[str, Any], ctx) -> dict[str, Any]:
-    from worker.tools import ToolError
-
+def run(args: dict[str, Any], ctx: ToolContext) -> dict[str, Any]:
     reason = args.get("reason")
     if not isinstance(reason, str) or not reason.strip():
         raise ToolError("'reason' must be a non-empty string")
-    try:
-        reports.report_thread(tenant_id=ctx.tenant_id, user_id=ctx.user_id, thread_id=ctx.thread_id,
-                              reason=reason, created_by="assistant")
-    except ThreadlineError as exc:
-        raise ToolError(exc.message) from None
+    reports.report_thread(tenant_id=ctx.tenant_id, user_id=ctx.user_id, thread_id=ctx.thread_id,
+                          reason=reason, created_by="assistant")
     return {"reported": True}

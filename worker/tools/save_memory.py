@@ -3,10 +3,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from shared.errors import ThreadlineError
 from shared.services import memories
+from shared.tools import ToolName
+from worker.tools.base import ToolContext
 
-NAME = "save_memory"
+NAME = ToolName.SAVE_MEMORY
 SCHEMA = {
     "description": "Remember a short fact about the current user (a preference, a detail they asked you to "
     "keep) for their future conversations. One fact per call, in a sentence.",
@@ -18,11 +19,6 @@ SCHEMA = {
 }
 
 
-def run(args: dict[str, Any], ctx) -> dict[str, Any]:
-    from worker.tools import ToolError
-
-    try:
-        saved = memories.save(ctx.tenant_id, ctx.user_id, args["content"], source_thread_id=ctx.thread_id)
-    except ThreadlineError as exc:
-        raise ToolError(exc.message) from exc
+def run(args: dict[str, Any], ctx: ToolContext) -> dict[str, Any]:
+    saved = memories.save(ctx.tenant_id, ctx.user_id, args["content"], source_thread_id=ctx.thread_id)
     return {"saved": saved.as_dict()}

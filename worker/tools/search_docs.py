@@ -4,8 +4,10 @@ from __future__ import annotations
 from typing import Any
 
 from shared.services import knowledge
+from shared.tools import ToolName
+from worker.tools.base import ToolContext, ToolError
 
-NAME = "search_docs"
+NAME = ToolName.SEARCH_DOCS
 SCHEMA = {
     "description": "Search the product documentation (knowledge base). Returns the best matching passages "
     "(chunks) with their chunk_id; quote them as <cite chunk=\"CHUNK_ID\">exact text</cite>.",
@@ -21,9 +23,7 @@ SCHEMA = {
 }
 
 
-def run(args: dict[str, Any], ctx) -> dict[str, Any]:
-    from worker.tools import ToolError
-
+def run(args: dict[str, Any], ctx: ToolContext) -> dict[str, Any]:
     query = args["query"].strip()
     if not query:
         raise ToolError("'query' must not be empty")

@@ -4,8 +4,10 @@ from __future__ import annotations
 from typing import Any
 
 from shared.services import memories
+from shared.tools import ToolName
+from worker.tools.base import ToolContext
 
-NAME = "search_memories"
+NAME = ToolName.SEARCH_MEMORIES
 SCHEMA = {
     "description": "Search what you remember about the current user (facts saved with save_memory).",
     "parameters": {
@@ -19,6 +21,6 @@ SCHEMA = {
 }
 
 
-def run(args: dict[str, Any], ctx) -> dict[str, Any]:
+def run(args: dict[str, Any], ctx: ToolContext) -> dict[str, Any]:
     found = memories.search(ctx.tenant_id, ctx.user_id, args["query"], args.get("limit") or 5)
     return {"memories": [m.as_dict() for m in found]}

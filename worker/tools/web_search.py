@@ -13,8 +13,10 @@ import httpx
 
 from shared import netguard
 from shared.config import settings
+from shared.tools import ToolName
+from worker.tools.base import ToolContext, ToolError
 
-NAME = "web_search"
+NAME = ToolName.WEB_SEARCH
 SCHEMA = {
     "description": "Search the web. Returns up to 5 results with title, url and a snippet; read a result "
     "with read_web_page.",
@@ -83,9 +85,7 @@ def provider() -> SearchProvider | None:
     return factory(settings.web_search_url)
 
 
-def run(args: dict[str, Any], ctx) -> dict[str, Any]:
-    from worker.tools import ToolError
-
+def run(args: dict[str, Any], ctx: ToolContext) -> dict[str, Any]:
     query = args["query"]
     if not query.strip():
         raise ToolError("'query' must not be empty")

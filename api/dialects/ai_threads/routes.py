@@ -10,7 +10,7 @@ from flask_smorest import Blueprint
 from api.auth import current_principal
 from api.errors import Dialect, Problem
 from api.extensions import limiter, user_key
-from api.waiting import idempotency_key, requested_wait
+from api.waiting import idempotency_key, requested_wait, thread_idle_required
 from api.dialects.ai_threads import schemas
 from api.dialects.common import document_errors
 from shared.config import settings
@@ -137,7 +137,7 @@ def post_message(body, _query, thread_id: int):
     exchange = message_service.post_user_message(
         current_principal(), thread_id, content=body["content"], context=context,
         context_key=context_key, client_message_id=idempotency_key(), model_id=body["model_id"],
-        workflow_id=body["workflow_id"],
+        workflow_id=body["workflow_id"], require_idle=thread_idle_required(),
     )
     exchange = message_service.await_response(exchange, wait)
     created, answer = present_messages([exchange.request, exchange.response], {exchange.response.id: exchange.steps})

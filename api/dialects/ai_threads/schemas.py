@@ -4,6 +4,7 @@ from __future__ import annotations
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from api.dialects.common import NOT_BLANK, free_form, model_field, not_blank
+from shared.models import Status
 from shared.services.messages import MAX_CONTENT
 
 
@@ -69,7 +70,7 @@ class MessageResource(Schema):
     seq = fields.Integer()
     role = fields.String()
     content = fields.String()
-    status = fields.String(metadata={"description": "queued | in_progress | completed | failed | cancelled"})
+    status = fields.String(metadata={"description": " | ".join(Status)})
     context = fields.Dict(allow_none=True)
     updated_context = fields.Dict(allow_none=True)
     state = fields.Dict(allow_none=True)

@@ -14,7 +14,7 @@ from api.dialects.chats import schemas
 from api.dialects.common import AnswerHeaders, document_errors, poll_headers
 from api.errors import Dialect, Problem
 from api.extensions import limiter, user_key
-from api.waiting import idempotency_key, requested_wait
+from api.waiting import idempotency_key, requested_wait, thread_idle_required
 from shared.config import settings
 from shared.errors import Forbidden
 from shared.models import Message, Thread
@@ -150,7 +150,7 @@ def post_message(path, body, _headers, **_raw):
     wait = requested_wait()
     exchange = message_service.post_user_message(
         principal, chatId, content=body["content"], model_id=body["modelId"], workflow_id=body["workflowId"],
-        client_message_id=idempotency_key(),
+        client_message_id=idempotency_key(), require_idle=thread_idle_required(),
     )
     exchange = message_service.await_response(exchange, wait)
     data = present_message(exchange.request, chatId)

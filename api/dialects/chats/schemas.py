@@ -4,9 +4,8 @@ from __future__ import annotations
 from marshmallow import Schema, fields, validate
 
 from api.dialects.common import NOT_BLANK, Timestamp, model_field, not_blank
+from shared.models import Status
 from shared.services.messages import MAX_CONTENT
-
-STATUSES = ("queued", "in_progress", "completed", "failed", "cancelled")
 
 
 class LoginRequest(Schema):
@@ -94,7 +93,7 @@ class ChatMessage(Schema):
     content = fields.String(required=True)
     createdAt = Timestamp(required=True, metadata={"description": "ISO 8601, milliseconds, UTC (Z)."})
     status = fields.String(
-        required=True, validate=validate.OneOf(STATUSES),
+        required=True, validate=validate.OneOf([status.value for status in Status]),
         metadata={"description": "Threadline addition: completed, or queued / in_progress while the answer is "
                                  "being produced (poll GET /api/chats/{chatId}/messages/{id}), or failed."},
     )

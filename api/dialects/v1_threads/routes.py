@@ -17,7 +17,7 @@ from api.dialects.common import AnswerHeaders, document_errors, iso, poll_header
 from api.dialects.v1_threads import schemas
 from api.errors import Dialect, Problem
 from api.extensions import limiter, user_key
-from api.waiting import idempotency_key, requested_wait
+from api.waiting import idempotency_key, requested_wait, thread_idle_required
 from shared.config import settings
 from shared.models import Message, Run, RunStep, Thread
 from shared.services import citations as citation_service
@@ -178,6 +178,7 @@ def post_user_message(path, body, _query, _headers, **_raw):
     exchange = message_service.post_user_message(
         principal, thread_id, content=body["content"]["text"], model_id=body["model_id"], message_id=message_id,
         client_message_id=str(message_id) if message_id else idempotency_key(),
+        require_idle=thread_idle_required(),
     )
     exchange = message_service.await_response(exchange, wait)
     user, assistant = present_messages([exchange.request, exchange.response], thread_id, principal.tenant_id, True)

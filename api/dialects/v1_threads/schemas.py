@@ -6,6 +6,7 @@ from datetime import timezone
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from api.dialects.common import NO_NUL, NOT_BLANK, Timestamp, free_form, model_field, not_blank
+from shared.models import Status
 from shared.services.messages import MAX_CONTENT, MAX_DIRECT_CONTENT
 
 ROLES = ("USER", "ASSISTANT", "SYSTEM")
@@ -155,7 +156,7 @@ class ThreadMessageResponse(Schema):
     created_at = micro(required=True)
     updated_at = micro(required=True)
     status = fields.String(
-        required=True, validate=validate.OneOf(("queued", "in_progress", "completed", "failed", "cancelled")),
+        required=True, validate=validate.OneOf([status.value for status in Status]),
         metadata={"description": "Threadline addition: queued / in_progress while an answer is being produced."},
     )
 

@@ -1,0 +1,196 @@
+"""The run lifecycle (claim, renew_lease, finish, sweep) called in process on real PostgreSQL.
+
+Each state change is one conditional UPDATE; these tests drive the conditions directly (a lease in
+the past, attempts used up, an earlier message still being answered) instead of waiting for them.
+"""
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import select, update
+
+from shared.models import Message, Run, RunStep, Status, StepStatus, Thread, utcnow
+from shared.services import runs
+from shared.services.messages import post_user_message
+from shared.services.runs import FAILED_TEXT, Outcome, StepRecord
+
+RUNS, MESSAGES, THREADS = Run.__table__, Message.__table__, Thread.__table__
+
+
+def run_row(connection, run_id):
+    return connection.execute(select(RUNS).where(RUNS.c.id == run_id)).one()
+
+
+def message_row(connection, message_id):
+    return connection.execute(select(MESSAGES).where(MESSAGES.c.id == message_id)).one()
+
+
+def expire_lease(connection, run_id) -> None:
+    connection.execute(update(RUNS).where(RUNS.c.id == run_id).values(lease_expires_at=utcnow() - timedelta(seconds=1)))
+
+
+def step(index: int = 0, status: StepStatus = StepStatus.COMPLETED) -> StepRecord:
+    now = utcnow()
+    return StepRecord(index=index, kind="model_call", name="threadline-dev", arguments=None, output="hi",
+                      status=status, started_at=now, finished_at=now)
+
+
+@pytest.mark.parametrize("attempt", [1, 2])
+def test_every_test_starts_from_an_empty_database(connection, principal, thread, attempt):
+    """The savepoint-per-test isolation itself: the previous parametrization's rows are gone."""
+    assert connection.scalar(select(THREADS.c.id).where(THREADS.c.title == "core", THREADS.c.id != thread.id)) is None
+    post_user_message(principal, thread.id, content="rolled back at the end")
+
+
+# -- claim -----------------------------------------------------------------------------------------
+
+def test_claim_takes_a_queued_run_once_and_reads_what_the_agent_needs(connection, principal, thread):
+    post_user_message(principal, thread.id, content="earlier")  # its run is answered first, below
+    earlier = runs.claim(run_row_ids(connection, thread.id)[0], "worker-a")
+    runs.finish(earlier, Outcome(content="earlier answer"))
+    exchange = post_user_message(principal, thread.id, content="hello", context={"page": "x"}, context_key="state")
+
+    job = runs.claim(exchange.run_id, "worker-a")
+
+    assert (job.attempt, job.owner, job.thread_id, job.user_id) == (1, "worker-a", thread.id, principal.user_id)
+    assert (job.content, job.context, job.context_key) == ("hello", {"page": "x"}, "state")
+    assert job.history == [{"role": "user", "content": "earlier"}, {"role": "assistant", "content": "earlier answer"}]
+    run = run_row(connection, exchange.run_id)
+    assert (run.status, run.attempts, run.lease_owner) == (Status.IN_PROGRESS, 1, "worker-a")
+    assert run.lease_expires_at > utcnow()
+    assert message_row(connection, exchange.response.id).status == Status.IN_PROGRESS
+    assert runs.claim(exchange.run_id, "worker-b") is None  # a duplicate delivery while the lease is live
+
+
+def run_row_ids(connection, thread_id):
+    return list(connection.scalars(select(RUNS.c.id).where(RUNS.c.thread_id == thread_id).order_by(RUNS.c.queued_at)))
+
+
+def test_a_later_message_waits_for_its_turn(principal, thread):
+    first = post_user_message(principal, thread.id, content="first")
+    second = post_user_message(principal, thread.id, content="second")
+
+    assert runs.claim(second.run_id, "worker-b") is None  # the first is still queued
+    job = runs.claim(first.run_id, "worker-a")
+    assert runs.claim(second.run_id, "worker-b") is None  # ... and now in progress
+    finished = runs.finish(job, Outcome(content="one"))
+    assert finished.next_run == second.run_id  # the worker enqueues it right away
+    assert runs.claim(second.run_id, "worker-b").attempt == 1
+
+
+def test_an_expired_lease_is_taken_over_and_the_old_owner_can_no_longer_write(connection, principal, thread):
+    exchange = post_user_message(principal, thread.id, content="hello")
+    lost = runs.claim(exchange.run_id, "worker-a")
+    expire_lease(connection, exchange.run_id)
+
+    taken = runs.claim(exchange.run_id, "worker-b")
+    assert (taken.attempt, taken.owner) == (2, "worker-b")
+    assert runs.renew_lease(exchange.run_id, "worker-a") is False
+    assert runs.renew_lease(exchange.run_id, "worker-b") is True
+    assert runs.finish(lost, Outcome(content="stale answer")) is None
+    assert message_row(connection, exchange.response.id).content == ""
+    runs.finish(taken, Outcome(content="fresh answer"))
+    assert message_row(connection, exchange.response.id).content == "fresh answer"
+
+
+def test_a_run_out_of_attempts_fails_with_an_error_answer_on_its_next_delivery(connection, principal, thread,
+                                                                                set_settings):
+    set_settings(run_max_attempts=1)
+    exchange = post_user_message(principal, thread.id, content="hello")
+    runs.claim(exchange.run_id, "worker-a")
+    expire_lease(connection, exchange.run_id)
+
+    assert runs.claim(exchange.run_id, "worker-b") is None
+    run, answer = run_row(connection, exchange.run_id), message_row(connection, exchange.response.id)
+    assert (run.status, run.error, run.lease_expires_at) == (Status.FAILED, "too many attempts", None)
+    assert (answer.status, answer.is_error, answer.content) == (Status.FAILED, True, FAILED_TEXT)
+
+
+# -- finish ----------------------------------------------------------------------------------------
+
+def test_finish_stores_the_answer_its_steps_and_ends_the_run(connection, principal, thread):
+    exchange = post_user_message(principal, thread.id, content="hello")
+    job = runs.claim(exchange.run_id, "worker-a")
+
+    finished = runs.finish(job, Outcome(content="hi there", citations=[{"chunk_id": "c"}], steps=[step(0), step(1)],
+                                        usage={"total_tokens": 3}))
+
+    assert finished.next_run is None
+    run, answer = run_row(connection, exchange.run_id), message_row(connection, exchange.response.id)
+    assert (run.status, run.lease_expires_at, run.usage) == (Status.COMPLETED, None, {"total_tokens": 3})
+    assert (answer.status, answer.content, answer.citations) == (Status.COMPLETED, "hi there", [{"chunk_id": "c"}])
+    steps = connection.execute(select(RunStep.__table__).where(RunStep.run_id == exchange.run_id)).all()
+    assert [(s.attempt, s.index, s.status) for s in steps] == [(1, 0, StepStatus.COMPLETED), (1, 1, StepStatus.COMPLETED)]
+    assert runs.finish(job, Outcome(content="twice")) is None  # answered once
+
+
+def test_an_error_outcome_fails_the_run_and_its_message(connection, principal, thread):
+    exchange = post_user_message(principal, thread.id, content="hello")
+    runs.finish(runs.claim(exchange.run_id, "worker-a"), Outcome(content="sorry", is_error=True, error="boom"))
+    assert run_row(connection, exchange.run_id).status == Status.FAILED
+    answer = message_row(connection, exchange.response.id)
+    assert (answer.status, answer.is_error) == (Status.FAILED, True)
+
+
+@pytest.mark.parametrize("changed", [True, False])
+def test_the_threads_context_is_written_back_only_when_a_tool_changed_it(connection, principal, thread, changed):
+    exchange = post_user_message(principal, thread.id, content="fill it", context={"name": ""})
+    job = runs.claim(exchange.run_id, "worker-a")
+    # Meanwhile a later post replaced the thread's context.
+    post_user_message(principal, thread.id, content="newer", context={"name": "", "page": 2})
+    updated = {"name": "Ada"} if changed else {"name": ""}
+
+    runs.finish(job, Outcome(content="ok", updated_context=updated, context_changed=changed))
+
+    assert message_row(connection, exchange.response.id).updated_context == updated  # shown either way
+    stored = connection.scalar(select(THREADS.c.context).where(THREADS.c.id == thread.id))
+    assert stored == (updated if changed else {"name": "", "page": 2})
+
+
+# -- sweep -----------------------------------------------------------------------------------------
+
+def test_sweep_requeues_lost_runs_and_fails_those_out_of_attempts(connection, principal, thread, make_principal,
+                                                                  set_settings):
+    from shared.services import threads
+
+    set_settings(run_max_attempts=2, queued_stale_seconds=30)
+    other = make_principal()
+    fresh = post_user_message(other, threads.create_thread(other).id, content="just posted")
+    never_sent = post_user_message(principal, thread.id, content="broker lost it")
+    connection.execute(update(RUNS).where(RUNS.c.id == never_sent.run_id)
+                       .values(queued_at=utcnow() - timedelta(minutes=5)))
+    dead_worker = post_user_message(principal, threads.create_thread(principal).id, content="worker died")
+    runs.claim(dead_worker.run_id, "worker-a")
+    expire_lease(connection, dead_worker.run_id)
+    hopeless = post_user_message(principal, threads.create_thread(principal).id, content="died twice")
+    runs.claim(hopeless.run_id, "worker-a")
+    connection.execute(update(RUNS).where(RUNS.c.id == hopeless.run_id)
+                       .values(attempts=2, lease_expires_at=utcnow() - timedelta(seconds=1)))
+
+    requeue, failed = runs.sweep()
+
+    assert set(requeue) == {never_sent.run_id, dead_worker.run_id} and failed == [hopeless.run_id]
+    requeued = run_row(connection, dead_worker.run_id)
+    assert (requeued.status, requeued.lease_owner, requeued.lease_expires_at) == (Status.QUEUED, None, None)
+    assert run_row(connection, fresh.run_id).status == Status.QUEUED
+    answer = message_row(connection, hopeless.response.id)
+    assert (answer.status, answer.is_error, answer.content) == (Status.FAILED, True, FAILED_TEXT)
+    assert runs.sweep() == ([], [])  # touched: the next sweep does not repeat them
+    assert runs.claim(dead_worker.run_id, "worker-b").attempt == 2
+
+
+def test_a_finished_answer_is_read_back_with_its_steps(principal, thread):
+    from shared.services import messages
+
+    exchange = post_user_message(principal, thread.id, content="hello")
+    runs.finish(runs.claim(exchange.run_id, "worker-a"), Outcome(content="hi", steps=[step(0)]))
+
+    answer, steps = messages.get_message(principal, thread.id, exchange.response.id)
+    assert (answer.status, answer.content, [s.index for s in steps]) == (Status.COMPLETED, "hi", [0])
+    replayed = messages.await_response(messages.Exchange(request=exchange.request, response=answer,
+                                                         run_id=exchange.run_id, replayed=True), 0)
+    assert [s.name for s in replayed.steps] == ["threadline-dev"]  # read() inside the bound connection
+    listed, total, by_message = messages.list_messages(principal, thread.id)
+    assert total == 2 and [m.status for m in listed] == [Status.COMPLETED, Status.COMPLETED]
+    assert list(by_message) == [exchange.response.id]
