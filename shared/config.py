@@ -113,6 +113,17 @@ class Settings:
     session_lifetime: int = 12 * 3600  # seconds a chats-dialect login stays valid (shared/services/sessions.py)
     rate_limit_login: str = "10/minute"  # login attempts per email address
     extra: dict = field(default_factory=dict)
+    # Streaming (shared/events.py, worker/agent/streaming.py, api/streaming.py; docs/api.md "Streaming")
+    stream_coalesce_seconds: float = 0.05  # the worker writes at most one text delta per this interval...
+    stream_coalesce_chars: int = 200  # ...unless this many characters are waiting
+    stream_retention: float = 3600.0  # seconds a run's event log is kept after the run ends
+    stream_active_ttl: float = 86400.0  # expiry of a log whose run has not ended (a lost run's log goes too)
+    stream_max_events: int = 10000  # events kept per run (Redis MAXLEN ~); coalescing keeps real runs far below
+    stream_heartbeat: float = 15.0  # seconds between SSE comment lines on an idle stream
+    stream_max_seconds: float = 900.0  # one SSE connection's lifetime; the client resumes with Last-Event-ID
+    stream_step_output_chars: int = 500  # a step's output in step.completed events (the stored step keeps more)
+    scripted_model_token_rate: float = 0.0  # tokens/s the scripted model streams at (0 = as fast as it can)
+    scripted_model_first_token_delay: float = 0.0  # seconds before its first streamed token
 
     @property
     def embedded(self) -> bool:
@@ -182,6 +193,16 @@ def load() -> Settings:
         data_statement_timeout=_float("DATA_STATEMENT_TIMEOUT", 5.0),
         session_lifetime=_int("SESSION_LIFETIME", 12 * 3600),
         rate_limit_login=os.environ.get("RATE_LIMIT_LOGIN", "10/minute"),
+        stream_coalesce_seconds=_float("STREAM_COALESCE_SECONDS", 0.05),
+        stream_coalesce_chars=_int("STREAM_COALESCE_CHARS", 200),
+        stream_retention=_float("STREAM_RETENTION", 3600.0),
+        stream_active_ttl=_float("STREAM_ACTIVE_TTL", 86400.0),
+        stream_max_events=_int("STREAM_MAX_EVENTS", 10000),
+        stream_heartbeat=_float("STREAM_HEARTBEAT", 15.0),
+        stream_max_seconds=_float("STREAM_MAX_SECONDS", 900.0),
+        stream_step_output_chars=_int("STREAM_STEP_OUTPUT_CHARS", 500),
+        scripted_model_token_rate=_float("SCRIPTED_MODEL_TOKEN_RATE", 0.0),
+        scripted_model_first_token_delay=_float("SCRIPTED_MODEL_FIRST_TOKEN_DELAY", 0.0),
     )
 
 

@@ -1,12 +1,12 @@
 """Model registry lookups, cached openai clients (one per provider, shared by worker threads) and the
-chat completion call."""
+chat completion calls: whole (``complete``) or streamed (``stream``)."""
 from __future__ import annotations
 
 from functools import lru_cache
 from typing import Any
 
-from openai import OpenAI
-from openai.types.chat import ChatCompletion
+from openai import OpenAI, Stream
+from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from shared.config import ModelEntry, settings
 
@@ -40,4 +40,19 @@ def complete(entry: ModelEntry, body: dict[str, Any], *, timeout: float, max_ret
     return _client_with_retries(entry.base_url, entry.api_key(), max_retries).post(
         "/chat/completions", cast_to=ChatCompletion, body=body,
         options={"timeout": timeout, "security": {"bearer_auth": True}},
+    )
+
+
+def stream(entry: ModelEntry, body: dict[str, Any], *, timeout: float, max_retries: int) -> Stream[ChatCompletionChunk]:
+    """A streamed chat completion: the SDK's ``Stream`` of typed chunks, through the same request path
+    as ``complete`` (the SDK retries until the response starts; ``timeout`` bounds each read, so a
+    model that stalls mid-answer times out too). The caller closes the stream (``with``).
+
+    ``chat.completions.create(stream=True)`` would walk every message through the SDK's transform
+    first, as for ``complete``: with a 51-message history against the scripted model, 10.4-11.8 ms of
+    CPU per streamed call that way, 1.6-2.2 ms this way (200 calls each, ``time.process_time``).
+    """
+    return _client_with_retries(entry.base_url, entry.api_key(), max_retries).post(
+        "/chat/completions", cast_to=ChatCompletion, body={**body, "stream": True}, stream=True,
+        stream_cls=Stream[ChatCompletionChunk], options={"timeout": timeout, "security": {"bearer_auth": True}},
     )
