@@ -9,7 +9,7 @@ from http import HTTPStatus
 from flask import request, session, url_for
 from flask_smorest import Blueprint
 
-from api import auth
+from api import auth, streaming
 from api.dialects.chats import schemas
 from api.dialects.common import AnswerHeaders, document_errors, poll_headers
 from api.errors import Problem
@@ -150,6 +150,7 @@ def post_message(body, _headers, chatId: uuid.UUID):  # noqa: N803
     the server's settings). A finished answer comes back in ``response``; otherwise ``response.status``
     is ``queued`` or ``in_progress`` and the ``Location`` header is the URL to poll. Resending with the
     same ``Idempotency-Key`` header returns the same two messages and never starts a second answer.
+    With ``Accept: text/event-stream`` the answer streams instead (see GET …/messages/{messageId}/stream).
     """
     principal = auth.current_principal()
     if body["userId"] != principal.user_id:
@@ -159,6 +160,12 @@ def post_message(body, _headers, chatId: uuid.UUID):  # noqa: N803
         principal, chatId, content=body["content"], model_id=body["modelId"], workflow_id=body["workflowId"],
         client_message_id=idempotency_key(),
     )
+    if streaming.wanted():  # Accept: text/event-stream
+        data = present_message(exchange.request, chatId)
+        data["response"] = present_message(exchange.response, chatId)
+        return streaming.respond(streaming.StreamTarget(exchange.response.id, exchange.run_id, 0),
+                                 _render_for_stream(chatId), preface=schemas.PostedEnvelope().dump({"data": data}),
+                                 status=201)
     exchange = message_service.await_response(exchange, wait)
     data = present_message(exchange.request, chatId)
     data["response"] = present_message(exchange.response, chatId)
@@ -187,3 +194,22 @@ def get_message(chatId: uuid.UUID, messageId: uuid.UUID):  # noqa: N803
     """One message; poll an answer here until its ``status`` is completed or failed."""
     message, _ = message_service.get_message(auth.current_principal(), chatId, messageId)
     return {"data": present_message(message, chatId)}
+
+
+def _render_for_stream(chat_id: uuid.UUID):
+    def render(message_id: uuid.UUID) -> dict:
+        message, _ = message_service.get_message(auth.current_principal(), chat_id, message_id)
+        return schemas.ChatMessage().dump(present_message(message, chat_id))
+    return render
+
+
+@blp.route("/<uuid:chatId>/messages/<uuid:messageId>/stream", methods=["GET"])
+@blp.arguments(streaming.StreamQuery, location="query", error_status_code=400)
+@blp.arguments(streaming.StreamHeaders, location="headers", error_status_code=400)
+@blp.response(200, content_type=streaming.EVENT_STREAM, description=streaming.DESCRIPTION)
+@document_errors(blp, READ_ERRORS)
+def stream_message(_query, _headers, chatId: uuid.UUID, messageId: uuid.UUID):  # noqa: N803
+    """Attach to the answer stream of a response message (server-sent events; permission
+    ai_thread_messages.read). ``Last-Event-ID`` (or ``?last_event_id=``) resumes after that event."""
+    target = streaming.streams.target(auth.current_principal(), chatId, messageId)
+    return streaming.respond(target, _render_for_stream(chatId), after=streaming.last_event_id())

@@ -14,7 +14,7 @@ from flask import url_for
 from flask_smorest import Blueprint
 from werkzeug.exceptions import HTTPException
 
-from api import errors
+from api import errors, streaming
 from api.auth import current_principal
 from api.dialects.common import AnswerHeaders, document_errors, iso, poll_headers
 from api.dialects.v1_threads import schemas
@@ -232,7 +232,8 @@ def post_user_message(path, body, _query, _headers, **_raw):
 
     Waits up to ``?wait=`` / ``Prefer: wait=`` seconds. A finished answer comes back in
     ``assistant_message``; otherwise its ``status`` is queued or in_progress and ``Location`` is the
-    URL to poll. ``message_id`` (or the ``Idempotency-Key`` header) makes retries safe.
+    URL to poll. ``message_id`` (or the ``Idempotency-Key`` header) makes retries safe. With ``Accept:
+    text/event-stream`` the answer streams instead (see GET …/messages/{message_id}/stream).
     """
     principal, thread_id = current_principal(), path["thread_id"]
     thread_service.check_model(body["model_id"], field="model_id")
@@ -242,6 +243,12 @@ def post_user_message(path, body, _query, _headers, **_raw):
         principal, thread_id, content=body["content"]["text"], model_id=body["model_id"], message_id=message_id,
         client_message_id=str(message_id) if message_id else idempotency_key(),
     )
+    if streaming.wanted():  # Accept: text/event-stream
+        user, assistant = present_messages([exchange.request, exchange.response], thread_id, principal.tenant_id, True)
+        preface = schemas.UserMessageResponse().dump({"user_message": user, "assistant_message": assistant})
+        return streaming.respond(streaming.StreamTarget(exchange.response.id, exchange.run_id, 0),
+                                 _render_for_stream(thread_id), preface=preface,
+                                 status=200 if exchange.replayed else 201)
     exchange = message_service.await_response(exchange, wait)
     user, assistant = present_messages([exchange.request, exchange.response], thread_id, principal.tenant_id, True)
     headers = {}
@@ -282,3 +289,25 @@ def get_message(path, query, **_raw):
     message, _ = message_service.get_message(principal, path["thread_id"], path["message_id"])
     [presented] = present_messages([message], path["thread_id"], principal.tenant_id, query["with_details"])
     return presented
+
+
+def _render_for_stream(thread_id: uuid.UUID):
+    def render(message_id: uuid.UUID) -> dict:
+        principal = current_principal()
+        message, _ = message_service.get_message(principal, thread_id, message_id)
+        [presented] = present_messages([message], thread_id, principal.tenant_id, True)
+        return schemas.ThreadMessageResponse().dump(presented)
+    return render
+
+
+@blp.route("/<thread_id>/messages/<message_id>/stream", methods=["GET"])
+@blp.arguments(schemas.MessagePath, location="path")
+@blp.arguments(streaming.StreamQuery, location="query")
+@blp.arguments(streaming.StreamHeaders, location="headers")
+@blp.response(200, content_type=streaming.EVENT_STREAM, description=streaming.DESCRIPTION)
+@document_errors(blp, ERRORS)
+def stream_message(path, _query, _headers, **_raw):
+    """Attach to the answer stream of an assistant message (server-sent events; permission
+    ai_thread_messages.read). ``Last-Event-ID`` (or ``?last_event_id=``) resumes after that event."""
+    target = streaming.streams.target(current_principal(), path["thread_id"], path["message_id"])
+    return streaming.respond(target, _render_for_stream(path["thread_id"]), after=streaming.last_event_id())
