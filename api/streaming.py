@@ -82,9 +82,10 @@ class StreamHeaders(Schema):
 
 
 def wanted() -> bool:
-    """The client asked for a stream: ``Accept: text/event-stream`` (preferred to JSON)."""
-    accept = request.accept_mimetypes
-    return accept[EVENT_STREAM] > 0 and accept[EVENT_STREAM] >= accept["application/json"]
+    """The client named ``text/event-stream`` in ``Accept`` (not through ``*/*``) and does not prefer JSON."""
+    named = {mimetype.lower(): quality for mimetype, quality in request.accept_mimetypes}
+    quality = named.get(EVENT_STREAM, 0)
+    return quality > 0 and quality >= named.get("application/json", 0)
 
 
 def last_event_id() -> int:
