@@ -61,6 +61,9 @@ def create_app(config: dict | None = None) -> Flask:
     errors.register("/api/chats", chats.render_error, chats.routes.adapt_error)
     errors.register("/api/auth/", chats.render_error, chats.routes.adapt_error)
     errors.register("/v1/", v1_threads.render_error, v1_threads.routes.adapt_error)
+    from api import streaming
+
+    streaming.document(api.spec)  # the text/event-stream answers next to the JSON ones
 
     from api import hardening, health
 

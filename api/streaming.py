@@ -81,6 +81,37 @@ class StreamHeaders(Schema):
         "description": "Resume after this event id: every later event exactly once, then live."})
 
 
+STREAMS = "x-threadline-streams"  # marks a post-for-an-answer operation: blp.doc(**{STREAMS: True})
+
+
+def document(spec) -> None:
+    """Add the ``text/event-stream`` content to the OpenAPI operations that stream: the stream routes'
+    200 and the marked posts' 201, next to their JSON (flask-smorest documents one content type per
+    status, and none without a schema). Call once, after every blueprint is registered."""
+    schema = {
+        "type": "object", "description": DESCRIPTION, "required": ["event", "data"],
+        "properties": {
+            "id": {"type": "string", "pattern": r"^\d+$",
+                   "description": "The run's event number (absent on message.created and on an end built from "
+                                  "the stored message)."},
+            "event": {"type": "string", "enum": ["message.created", *map(str, EventType), "error"]},
+            "data": {"type": "string", "contentMediaType": "application/json", "contentSchema": {"type": "object"},
+                     "description": "The event's JSON payload (see the table in docs/api.md, Streaming)."},
+            "retry": {"type": "integer"},
+        },
+    }
+    for path, item in spec._paths.items():  # apispec keeps the registered operations here
+        for method, operation in item.items():
+            if method == "get" and path.endswith("/stream"):
+                status = "200"
+            elif method == "post" and operation.get(STREAMS):
+                status = "201"
+            else:
+                continue
+            response = operation.setdefault("responses", {}).setdefault(status, {"description": "OK"})
+            response.setdefault("content", {})[EVENT_STREAM] = {"schema": schema}
+
+
 def wanted() -> bool:
     """The client named ``text/event-stream`` in ``Accept`` (not through ``*/*``) and does not prefer JSON."""
     named = {mimetype.lower(): quality for mimetype, quality in request.accept_mimetypes}

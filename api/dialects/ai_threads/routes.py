@@ -128,6 +128,7 @@ def delete_thread(thread_id: int):
 @blp.arguments(schemas.WaitQuery, location="query")
 @blp.response(201, schemas.MessagePair)
 @document_errors(blp, WRITE_ERRORS)
+@blp.doc(**{streaming.STREAMS: True})
 def post_message(body, _query, thread_id: int):
     """Post a user message; answers 201 with the created message and the AI's response message.
 

@@ -143,6 +143,7 @@ def get_chat(chatId: uuid.UUID):  # noqa: N803 - the seed's parameter name
                                     "schema": {"type": "string"}},
                        "Retry-After": {"description": "Seconds before polling", "schema": {"type": "string"}}})
 @document_errors(blp, {**READ_ERRORS, **CONFLICT, **RATE_LIMITED})
+@blp.doc(**{streaming.STREAMS: True})
 def post_message(body, _headers, chatId: uuid.UUID):  # noqa: N803
     """Create Message: post a user message; the AI assistant answers it (seed 002).
 

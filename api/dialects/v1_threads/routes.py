@@ -227,6 +227,7 @@ def create_message(path, body, **_raw):
 @blp.alt_response(200, schema=schemas.UserMessageResponse, success=True,
                   description="A retry (same message_id or Idempotency-Key and body): the existing exchange")
 @document_errors(blp, WRITE_ERRORS)
+@blp.doc(**{streaming.STREAMS: True})
 def post_user_message(path, body, _query, _headers, **_raw):
     """Post a user message and have the AI answer it (permission ai_thread_messages.create).
 
