@@ -34,7 +34,7 @@ from shared.config import settings
 from shared.errors import ValidationFailed
 from shared.events import TERMINAL, EventType
 from shared.services import streams
-from shared.services.streams import StreamTarget  # noqa: F401 - the dialects build one for a post
+from shared.services.streams import StreamTarget
 
 log = logging.getLogger(__name__)
 

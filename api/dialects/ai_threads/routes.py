@@ -18,6 +18,7 @@ from shared.config import settings
 from shared.models import Message, RunStep, Thread
 from shared.services import citations as citation_service
 from shared.services import messages as message_service
+from shared.services import streams as stream_service
 from shared.services import threads as thread_service
 
 blp = Blueprint("ai_threads", __name__, url_prefix="/api/v1/ai/threads", description="ai-threads dialect (seeds 000, 001)")
@@ -146,7 +147,7 @@ def post_message(body, _query, thread_id: int):
     if streaming.wanted():  # Accept: text/event-stream
         created, answer = present_messages([exchange.request, exchange.response], {exchange.response.id: []})
         preface = schemas.MessagePair().dump({"createdMessage": created, "responseMessage": answer})
-        return streaming.respond(streaming.StreamTarget(exchange.response.id, exchange.run_id, 0),
+        return streaming.respond(stream_service.StreamTarget(exchange.response.id, exchange.run_id, 0),
                                  _render_for_stream(thread_id), preface=preface, status=201)
     exchange = message_service.await_response(exchange, wait)
     created, answer = present_messages([exchange.request, exchange.response], {exchange.response.id: exchange.steps})
@@ -198,5 +199,5 @@ def stream_message(_query, _headers, thread_id: int, message_id: uuid.UUID):
     """Attach to the answer stream of a response message (server-sent events; permission
     ai_thread_messages.read). ``Last-Event-ID`` (or ``?last_event_id=``) resumes after that event;
     an answer that finished long ago streams as one ``message.completed``."""
-    target = streaming.streams.target(current_principal(), thread_id, message_id)
+    target = stream_service.target(current_principal(), thread_id, message_id)
     return streaming.respond(target, _render_for_stream(thread_id), after=streaming.last_event_id())

@@ -19,6 +19,7 @@ from shared.config import settings
 from shared.errors import Forbidden, Unauthorized
 from shared.models import Message, Thread
 from shared.services import messages as message_service
+from shared.services import streams as stream_service
 from shared.services import threads as thread_service
 
 auth_blp = Blueprint("chats_auth", __name__, url_prefix="/api/auth",
@@ -164,7 +165,7 @@ def post_message(body, _headers, chatId: uuid.UUID):  # noqa: N803
     if streaming.wanted():  # Accept: text/event-stream
         data = present_message(exchange.request, chatId)
         data["response"] = present_message(exchange.response, chatId)
-        return streaming.respond(streaming.StreamTarget(exchange.response.id, exchange.run_id, 0),
+        return streaming.respond(stream_service.StreamTarget(exchange.response.id, exchange.run_id, 0),
                                  _render_for_stream(chatId), preface=schemas.PostedEnvelope().dump({"data": data}),
                                  status=201)
     exchange = message_service.await_response(exchange, wait)
@@ -212,5 +213,5 @@ def _render_for_stream(chat_id: uuid.UUID):
 def stream_message(_query, _headers, chatId: uuid.UUID, messageId: uuid.UUID):  # noqa: N803
     """Attach to the answer stream of a response message (server-sent events; permission
     ai_thread_messages.read). ``Last-Event-ID`` (or ``?last_event_id=``) resumes after that event."""
-    target = streaming.streams.target(auth.current_principal(), chatId, messageId)
+    target = stream_service.target(auth.current_principal(), chatId, messageId)
     return streaming.respond(target, _render_for_stream(chatId), after=streaming.last_event_id())

@@ -25,6 +25,7 @@ from shared.config import settings
 from shared.models import Message, Run, RunStep, Thread
 from shared.services import citations as citation_service
 from shared.services import messages as message_service
+from shared.services import streams as stream_service
 from shared.services import threads as thread_service
 
 blp = Blueprint("v1_threads", __name__, url_prefix="/v1/threads", description="v1-threads dialect (seed 004)")
@@ -247,7 +248,7 @@ def post_user_message(path, body, _query, _headers, **_raw):
     if streaming.wanted():  # Accept: text/event-stream
         user, assistant = present_messages([exchange.request, exchange.response], thread_id, principal.tenant_id, True)
         preface = schemas.UserMessageResponse().dump({"user_message": user, "assistant_message": assistant})
-        return streaming.respond(streaming.StreamTarget(exchange.response.id, exchange.run_id, 0),
+        return streaming.respond(stream_service.StreamTarget(exchange.response.id, exchange.run_id, 0),
                                  _render_for_stream(thread_id), preface=preface,
                                  status=200 if exchange.replayed else 201)
     exchange = message_service.await_response(exchange, wait)
@@ -310,5 +311,5 @@ def _render_for_stream(thread_id: uuid.UUID):
 def stream_message(path, _query, _headers, **_raw):
     """Attach to the answer stream of an assistant message (server-sent events; permission
     ai_thread_messages.read). ``Last-Event-ID`` (or ``?last_event_id=``) resumes after that event."""
-    target = streaming.streams.target(current_principal(), path["thread_id"], path["message_id"])
+    target = stream_service.target(current_principal(), path["thread_id"], path["message_id"])
     return streaming.respond(target, _render_for_stream(path["thread_id"]), after=streaming.last_event_id())
