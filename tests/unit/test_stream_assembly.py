@@ -14,11 +14,12 @@ from worker.agent.citations import extract
 from worker.agent.streaming import CiteFilter, MessageAssembler, RunEvents
 
 
-def chunk(delta: dict, usage: dict | None = None, choices: bool = True) -> ChatCompletionChunk:
-    return ChatCompletionChunk.model_validate({
-        "id": "c", "object": "chat.completion.chunk", "created": 0, "model": "m",
-        "choices": [{"index": 0, "delta": delta, "finish_reason": None}] if choices else [], "usage": usage,
-    })
+def chunk(delta: dict, usage: dict | None = None, choices: bool = True) -> dict:
+    """A chunk as the worker gets it (JSON); checked against the SDK's type so the shape is the real one."""
+    raw = {"id": "c", "object": "chat.completion.chunk", "created": 0, "model": "m",
+           "choices": [{"index": 0, "delta": delta, "finish_reason": None}] if choices else [], "usage": usage}
+    ChatCompletionChunk.model_validate(raw)
+    return raw
 
 
 def test_text_deltas_join_and_usage_is_kept():

@@ -1,8 +1,9 @@
 """A streamed model answer, put back together, and the run's events written while it arrives.
 
-- ``MessageAssembler`` turns the SDK's ``ChatCompletionChunk``s into one assistant message: the text
-  deltas joined, the tool-call deltas merged by index (id and name from the first, arguments
-  concatenated), the usage from the last chunk.
+- ``MessageAssembler`` turns the streamed chunks (``chat.completion.chunk`` objects as JSON dicts, see
+  worker/llm.py for why not the SDK's typed models) into one assistant message: the text deltas
+  joined, the tool-call deltas merged by index (id and name from the first, arguments concatenated),
+  the usage from the last chunk.
 - ``RunEvents`` is the agent's pen on the run's event log (shared/events.py): ``run.started``, the
   steps, and the text as ``message.delta``s, coalesced so a fast model cannot flood the log (one
   event once STREAM_COALESCE_SECONDS have passed since the last, or once STREAM_COALESCE_CHARS are
@@ -59,25 +60,25 @@ class MessageAssembler:
         self._calls: dict[int, AssembledCall] = {}
         self.usage: dict[str, Any] | None = None
 
-    def add(self, chunk) -> str:
+    def add(self, chunk: dict[str, Any]) -> str:
         """Take one chunk; return the text it adds (may be empty)."""
-        if getattr(chunk, "usage", None) is not None:
-            self.usage = chunk.usage.model_dump()
+        if usage := chunk.get("usage"):
+            self.usage = dict(usage)
         text = ""
-        for choice in chunk.choices or ():
-            if choice.index != 0:
+        for choice in chunk.get("choices") or ():
+            if choice.get("index", 0) != 0:
                 continue
-            delta = choice.delta
-            if delta.content is not None:
+            delta = choice.get("delta") or {}
+            if (content := delta.get("content")) is not None:
                 self._saw_text = True
-                text += delta.content
-            for call in delta.tool_calls or ():
-                slot = self._calls.setdefault(call.index, AssembledCall(id="", name="", arguments=""))
-                if call.id:
-                    slot.id = call.id
-                if call.function is not None:
-                    slot.name += call.function.name or ""
-                    slot.arguments += call.function.arguments or ""
+                text += content
+            for call in delta.get("tool_calls") or ():
+                slot = self._calls.setdefault(call.get("index", 0), AssembledCall(id="", name="", arguments=""))
+                if call.get("id"):
+                    slot.id = call["id"]
+                function = call.get("function") or {}
+                slot.name += function.get("name") or ""
+                slot.arguments += function.get("arguments") or ""
         if text:
             self._text.append(text)
         return text
