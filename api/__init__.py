@@ -59,6 +59,9 @@ def create_app(config: dict | None = None) -> Flask:
     errors.register(app, chats.DIALECT)
     api.register_blueprint(v1_threads.blp)
     errors.register(app, v1_threads.DIALECT)
+    from api import streaming
+
+    streaming.document(api.spec)  # the text/event-stream answers next to the JSON ones
 
     from api import hardening, health
 

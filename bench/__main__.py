@@ -87,6 +87,10 @@ class Bench:
     def set_latency(self, seconds: float) -> None:
         httpx.post(f"{self.stack.model_url}/_control", json={"latency": seconds}).raise_for_status()
 
+    def set_streaming(self, token_rate: float, first_token_delay: float) -> None:
+        httpx.post(f"{self.stack.model_url}/_control",
+                   json={"token_rate": token_rate, "first_token_delay": first_token_delay}).raise_for_status()
+
     def drain(self, timeout: float = 120) -> None:
         from sqlalchemy import func, select
 
@@ -128,6 +132,22 @@ class Bench:
             "rate_per_s": round(sum(1 for t in raw["completed_at"] if t <= raw["duration"]) / raw["duration"], 1),
             "p50_ms": ms(percentile(latencies, 50)), "p99_ms": ms(percentile(latencies, 99)),
         }
+
+    def stream_load(self, clients: int, duration: float) -> dict:
+        args = [sys.executable, "-m", "bench.stream_load", "--url", self.stack.api_url, "--plan", str(self.plan_path),
+                "--clients", str(clients), "--duration", str(duration)]
+        out = subprocess.run(args, stdout=subprocess.PIPE, text=True, env=self.stack.env, timeout=600, check=True).stdout
+        return json.loads(out)
+
+    def cpu_seconds(self, names: list[str]) -> float:
+        """CPU (user + system) the serving processes used so far, children included."""
+        total = 0.0
+        for name in names:
+            root = psutil.Process(self.stack.processes[name].proc.pid)
+            for process in (root, *root.children(recursive=True)):
+                times = process.cpu_times()
+                total += times.user + times.system
+        return total
 
     def rss_mb(self, name: str) -> list[float]:
         """Resident memory of each serving process (gunicorn's workers, not its master)."""
@@ -196,7 +216,35 @@ class Bench:
             "worker_kb_per_run_in_flight": round((during_worker - before_worker) * 1024 / 1000, 1),
         }
         self.set_latency(0)
+
+        # 6. streaming (issue 12)
+        scenarios["6_streaming"] = self.streaming(256, 8 if QUICK else 15)
         return self.results
+
+    def streaming(self, clients: int, duration: float, first_token: float = 0.5) -> dict:
+        """Concurrent SSE clients, the model at 40 tokens/s after ``first_token`` seconds: what the stack
+        adds to the model's own first token, the gaps, events/s and CPU per streamed answer."""
+        self.set_streaming(40, first_token)
+        serving = [name for name in self.stack.processes if name == "api" or name.startswith("worker")]
+        cpu_before = self.cpu_seconds(serving)
+        raw = self.stream_load(clients, duration)
+        cpu = self.cpu_seconds(serving) - cpu_before
+        self.drain()
+        self.set_streaming(0, 0)
+        answers = raw["answers"]
+        overhead = [a["first_delta_s"] - first_token for a in answers]
+        kinds: dict[str, int] = {}
+        for error in raw["errors"]:
+            kinds[error] = kinds.get(error, 0) + 1
+        return {
+            "clients": raw["clients"], "answers": len(answers), "errors": len(raw["errors"]), "error_kinds": kinds,
+            "token_rate": 40, "first_token_delay_ms": first_token * 1000,
+            "first_token_overhead_p50_ms": ms(percentile(overhead, 50)),
+            "first_token_overhead_p99_ms": ms(percentile(overhead, 99)),
+            "max_gap_p99_ms": ms(percentile([a["max_gap_s"] for a in answers], 99)),
+            "events_per_s": round(sum(a["events"] for a in answers) / raw["elapsed"], 1),
+            "cpu_ms_per_answer": round(cpu * 1000 / max(1, len(answers)), 2),
+        }
 
     def stop(self) -> None:
         self.stack.stop()

@@ -6,7 +6,7 @@ from pathlib import Path
 
 TARGETS = """Targets (issue 6): S2@32 p50 within 3x the floor's round trips and >= 300 msg/s; S3@256 >= 90% of ideal,
 no errors, p99 above model latency < 100 ms; S4 no errors and < 100 KB API memory per waiting client;
-S1 p50 < 3x a bare Flask request.
+S1 p50 < 3x a bare Flask request. S6 (issue 12): p50 first-token overhead <= 50 ms, no errors.
 msg/s: answers completed while the clients were posting, divided by that window (the tail of answers to
 the last posts is not counted as idle time); p50/p99: every answer's latency as its client saw it."""
 
@@ -39,6 +39,12 @@ def table(results: dict) -> str:
     m = s["5_memory"]
     lines.append(f"5 memory: API processes {m['api_process_mb']} MB, worker {m['worker_process_mb']} MB, "
                  f"worker +{m['worker_kb_per_run_in_flight']} KB per run in flight")
+    if st := s.get("6_streaming"):
+        lines.append(
+            f"6 streaming: {st['clients']} clients, {st['answers']} answers, {st['errors']} errors; first token "
+            f"+{st['first_token_overhead_p50_ms']} ms p50 / +{st['first_token_overhead_p99_ms']} ms p99 over the "
+            f"model's {st['first_token_delay_ms']:g} ms; p99 longest gap {st['max_gap_p99_ms']} ms; "
+            f"{st['events_per_s']} events/s; {st['cpu_ms_per_answer']} ms CPU per answer")
     return "\n".join(lines)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import socket
 import sys
 import threading
@@ -40,15 +41,19 @@ class BadRequest(Exception):
 class ControlState:
     """Runtime fault-injection settings, shared by all requests (lock-protected)."""
 
-    def __init__(self, latency: float = 0.0):
+    def __init__(self, latency: float = 0.0, token_rate: float = 0.0, first_token_delay: float = 0.0):
         self._lock = threading.Lock()
         self._default_latency = float(latency)
+        self._default_token_rate = float(token_rate)
+        self._default_first_token_delay = float(first_token_delay)
         self._conversations: OrderedDict[str, int] = OrderedDict()
         self.reset()
 
     def reset(self) -> None:
         with self._lock:
             self.latency = self._default_latency
+            self.token_rate = self._default_token_rate
+            self.first_token_delay = self._default_first_token_delay
             self.fail_next = 0
             self.fail_status = 500
             self.hang_next = 0
@@ -57,7 +62,8 @@ class ControlState:
     def snapshot(self) -> dict:
         with self._lock:
             return {"latency": self.latency, "fail_next": self.fail_next,
-                    "fail_status": self.fail_status, "hang_next": self.hang_next}
+                    "fail_status": self.fail_status, "hang_next": self.hang_next,
+                    "token_rate": self.token_rate, "first_token_delay": self.first_token_delay}
 
     def update(self, body: dict) -> dict:
         if not isinstance(body, dict):
@@ -67,6 +73,12 @@ class ControlState:
         latency = body.get("latency")
         if latency is not None and (not _is_number(latency) or latency < 0):
             raise BadRequest("latency must be a non-negative number")
+        pacing = {}
+        for key in ("token_rate", "first_token_delay"):
+            value = body.get(key)
+            if value is not None and (not _is_number(value) or value < 0):
+                raise BadRequest(f"{key} must be a non-negative number")
+            pacing[key] = value
         counts = {}
         for key in ("fail_next", "hang_next"):
             value = body.get(key)
@@ -79,6 +91,9 @@ class ControlState:
         with self._lock:
             if latency is not None:
                 self.latency = float(latency)
+            for key, value in pacing.items():
+                if value is not None:
+                    setattr(self, key, float(value))
             if counts["fail_next"] is not None:
                 self.fail_next = counts["fail_next"]
             if counts["hang_next"] is not None:
@@ -180,8 +195,18 @@ def completion_object(completion_id, created, model, reply, usage) -> dict:
     }
 
 
-def stream_chunks(completion_id, created, model, reply, usage, include_usage: bool):
-    """chat.completion.chunk dicts in the order the OpenAI API emits them."""
+_WORD = re.compile(r"\s*\S+\s*$|\s*\S+")
+
+
+def word_tokens(text: str) -> list[str]:
+    """Word-sized slices of text (each with its leading space, trailing space kept on the last) that
+    join back exactly: what a paced stream sends one by one."""
+    return _WORD.findall(text) if text.strip() else ([text] if text else [])
+
+
+def stream_chunks(completion_id, created, model, reply, usage, include_usage: bool, by_word: bool = False):
+    """chat.completion.chunk dicts in the order the OpenAI API emits them; ``by_word`` sends the answer
+    one word-sized token per chunk (for paced streaming), else in four slices."""
     def chunk(delta, finish_reason=None):
         obj = {"id": completion_id, "object": "chat.completion.chunk", "created": created,
                "model": model, "system_fingerprint": None,
@@ -198,7 +223,7 @@ def stream_chunks(completion_id, created, model, reply, usage, include_usage: bo
         for piece in _split(json.dumps(call.arguments), 2):
             yield chunk({"tool_calls": [{"index": index, "function": {"arguments": piece}}]})
     if not reply.tool_calls:
-        for piece in _split(reply.content or ""):
+        for piece in (word_tokens if by_word else _split)(reply.content or ""):
             yield chunk({"content": piece})
     yield chunk({}, reply.finish_reason)
     if include_usage:
@@ -206,8 +231,21 @@ def stream_chunks(completion_id, created, model, reply, usage, include_usage: bo
                "model": model, "system_fingerprint": None, "choices": [], "usage": usage}
 
 
-def _sse(chunks):
+def _carries_output(obj: dict) -> bool:
+    delta = obj["choices"][0]["delta"] if obj.get("choices") else {}
+    return bool(delta.get("content") or delta.get("tool_calls"))
+
+
+def _sse(chunks, token_rate: float = 0.0, first_token_delay: float = 0.0):
+    """The chunks as server-sent events. The first chunk with output waits ``first_token_delay``
+    seconds; each later one 1/``token_rate`` seconds (a model producing that many tokens a second)."""
+    first = True
     for obj in chunks:
+        if _carries_output(obj):
+            pause = first_token_delay if first else (1.0 / token_rate if token_rate > 0 else 0.0)
+            first = False
+            if pause > 0:
+                gevent.sleep(pause)
         yield b"data: " + json.dumps(obj).encode("utf-8") + b"\n\n"
     yield b"data: [DONE]\n\n"
 
@@ -272,7 +310,8 @@ def _chat_completions(state: ControlState, environ, start_response):
     messages = body["messages"]
     directives = rules.conversation_directives(messages)
 
-    delay = state.snapshot()["latency"] + directives.latency
+    control = state.snapshot()
+    delay = control["latency"] + directives.latency
     if delay > 0:
         gevent.sleep(delay)
     if state.take_hang() or directives.hang:
@@ -292,13 +331,15 @@ def _chat_completions(state: ControlState, environ, start_response):
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         start_response("200 OK", [("Content-Type", "text/event-stream; charset=utf-8"),
                                   ("Cache-Control", "no-cache")])
-        return _sse(stream_chunks(completion_id, created, model, reply, usage, include_usage))
+        rate = control["token_rate"]
+        return _sse(stream_chunks(completion_id, created, model, reply, usage, include_usage, by_word=rate > 0),
+                    rate, control["first_token_delay"])
     return _json_response(start_response, 200, completion_object(completion_id, created, model, reply, usage))
 
 
-def create_app(latency: float = 0.0):
+def create_app(latency: float = 0.0, token_rate: float = 0.0, first_token_delay: float = 0.0):
     """Build the WSGI app; `app.state` is its ControlState (handy for in-process tests)."""
-    state = ControlState(latency)
+    state = ControlState(latency, token_rate, first_token_delay)
     models = {"object": "list", "data": [
         {"id": m, "object": "model", "created": 0, "owned_by": "threadline-dev"} for m in MODEL_IDS]}
 
@@ -342,11 +383,13 @@ class NoDelayServer(WSGIServer):
         super().handle(sock, address)
 
 
-def serve(host: str = "127.0.0.1", port: int = 8090, latency: float = 0.0) -> None:
+def serve(host: str = "127.0.0.1", port: int = 8090, latency: float = 0.0, token_rate: float = 0.0,
+          first_token_delay: float = 0.0) -> None:
     """Run the app on gevent's pywsgi server until SIGTERM/SIGINT."""
     import signal
 
-    server = NoDelayServer((host, port), create_app(latency), backlog=4096, log=None)
+    server = NoDelayServer((host, port), create_app(latency, token_rate, first_token_delay), backlog=4096,
+                           log=None)
     server.start()
 
     def stop(signum):

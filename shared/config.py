@@ -123,6 +123,17 @@ class Settings:
     data_row_cap: int = env("DATA_ROW_CAP", 100)
     data_statement_timeout: float = env("DATA_STATEMENT_TIMEOUT", 5.0)
     log_level: str = env("LOG_LEVEL", "INFO")
+    # Streaming (shared/events.py, worker/agent/streaming.py, api/streaming.py; docs/api.md "Streaming")
+    stream_coalesce_seconds: float = env("STREAM_COALESCE_SECONDS", 0.05)  # at most one text delta per interval...
+    stream_coalesce_chars: int = env("STREAM_COALESCE_CHARS", 200)  # ...unless this many characters are waiting
+    stream_retention: float = env("STREAM_RETENTION", 3600.0)  # seconds a run's event log is kept after it ends
+    stream_active_ttl: float = env("STREAM_ACTIVE_TTL", 86400.0)  # expiry of a log whose run has not ended
+    stream_max_events: int = env("STREAM_MAX_EVENTS", 10000)  # events kept per run (Redis MAXLEN ~)
+    stream_heartbeat: float = env("STREAM_HEARTBEAT", 15.0)  # seconds between SSE comments on an idle stream
+    stream_max_seconds: float = env("STREAM_MAX_SECONDS", 900.0)  # one SSE connection's lifetime; then resume
+    stream_step_output_chars: int = env("STREAM_STEP_OUTPUT_CHARS", 500)  # a step's output in step.completed
+    scripted_model_token_rate: float = env("SCRIPTED_MODEL_TOKEN_RATE", 0.0)  # tokens/s (0 = as fast as it can)
+    scripted_model_first_token_delay: float = env("SCRIPTED_MODEL_FIRST_TOKEN_DELAY", 0.0)  # seconds
 
     @property
     def embedded(self) -> bool:

@@ -10,7 +10,7 @@ import uuid
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from shared import notify
+from shared import events, notify
 from shared.config import settings
 from shared.queue import EXECUTE_RUN, SWEEP, celery_app, enqueue_run
 from shared.services import runs
@@ -78,6 +78,9 @@ def execute_run(run_id: str) -> str:
     if (finished := runs.finish(job, outcome)) is None:
         log.warning("run %s: lease lost before the answer was stored", run_id)
         return "lease-lost"
+    # After the commit: the stored answer is what a streaming client gets in this event.
+    events.run_ended(job.run_id, job.attempt, job.response_message_id, failed=outcome.is_error,
+                     error=outcome.content if outcome.is_error else None)
     notify.publish_run_finished(run_id)
     if finished.next_run is not None:
         enqueue_run(finished.next_run)
@@ -94,7 +97,8 @@ def sweep_stale_runs() -> dict[str, int]:
     for run_id in requeue:
         enqueue_run(run_id)
     for run_id in failed:
-        notify.publish_run_finished(str(run_id))
+        notify.publish_run_finished(str(run_id))  # streams of these end from the stored message (api/streaming.py)
+    events.prune()  # embedded mode: the event logs of runs that ended STREAM_RETENTION ago
     if requeue or failed:
         log.info("sweeper: re-enqueued %d run(s), failed %d", len(requeue), len(failed))
     return {"requeued": len(requeue), "failed": len(failed)}

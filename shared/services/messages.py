@@ -15,7 +15,7 @@ from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from shared import notify, permissions
+from shared import events, notify, permissions
 from shared.db import read, transaction
 from shared.errors import Conflict, NotFound, ValidationFailed
 from shared.models import Message, Run, RunStep, Status, Thread, utcnow
@@ -192,6 +192,7 @@ def post_user_message(
             if replay is None:  # the id is taken elsewhere (another thread): not this request's to reuse
                 raise Conflict("This message id is already in use.") from None
             return replay
+    events.run_queued(exchange.run_id, exchange.response.id, exchange.request.id)  # before the worker's run.started
     enqueue_run(exchange.run_id)
     return exchange
 

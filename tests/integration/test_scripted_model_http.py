@@ -233,7 +233,8 @@ def test_control_round_trip(server):
     finally:
         httpx.post(f"{server}/_control", json={"reset": True})
     assert httpx.get(f"{server}/_control").json() == {
-        "latency": 0.0, "fail_next": 0, "fail_status": 500, "hang_next": 0}
+        "latency": 0.0, "fail_next": 0, "fail_status": 500, "hang_next": 0, "token_rate": 0.0,
+        "first_token_delay": 0.0}
 
 
 def test_control_fail_next(server, client):

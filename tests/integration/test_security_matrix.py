@@ -47,6 +47,7 @@ ENDPOINTS = [
     Endpoint("POST", "/api/v1/ai/threads/{ai}/messages?wait=0", {"content": "let me in"}),
     Endpoint("GET", "/api/v1/ai/threads/{ai}/messages"),
     Endpoint("GET", "/api/v1/ai/threads/{ai}/messages/{msg}"),
+    Endpoint("GET", "/api/v1/ai/threads/{ai}/messages/{msg}/stream"),
     Endpoint("POST", "/api/chats", {"title": "mine"}, thread_scoped=False),
     Endpoint("GET", "/api/chats", thread_scoped=False),
     Endpoint("GET", "/api/chats/{uuid}"),
@@ -54,6 +55,7 @@ ENDPOINTS = [
              lambda caller: {"content": "let me in", "modelId": "gpt-4", "userId": caller}),
     Endpoint("GET", "/api/chats/{uuid}/messages"),
     Endpoint("GET", "/api/chats/{uuid}/messages/{msg}"),
+    Endpoint("GET", "/api/chats/{uuid}/messages/{msg}/stream"),
     Endpoint("POST", "/v1/threads", {"title": "mine"}, thread_scoped=False),
     Endpoint("GET", "/v1/threads", thread_scoped=False),
     Endpoint("GET", "/v1/threads/{uuid}"),
@@ -61,6 +63,7 @@ ENDPOINTS = [
     Endpoint("POST", "/v1/threads/{uuid}/user_message?wait=0", {"content": {"text": "let me in"}}),
     Endpoint("GET", "/v1/threads/{uuid}/messages"),
     Endpoint("GET", "/v1/threads/{uuid}/messages/{msg}"),
+    Endpoint("GET", "/v1/threads/{uuid}/messages/{msg}/stream"),
 ]
 PUBLIC = {("GET", "/healthz"), ("GET", "/readyz"), ("POST", "/api/auth/login"), ("POST", "/api/auth/logout")}
 
@@ -175,7 +178,9 @@ def test_lists_show_only_the_callers_threads(world, path):
 def test_someone_elses_message_id_through_ones_own_thread_is_404(world):
     with httpx.Client(base_url=world.stack.api_url, headers={"Authorization": f"Bearer {world.neighbour.token}"}) as c:
         own = c.post("/v1/threads", json={"title": "mine"}).json()["id"]
-        for path in (f"/v1/threads/{own}/messages/{world.answer_id}", f"/api/chats/{own}/messages/{world.answer_id}"):
+        for path in (f"/v1/threads/{own}/messages/{world.answer_id}", f"/api/chats/{own}/messages/{world.answer_id}",
+                     f"/v1/threads/{own}/messages/{world.answer_id}/stream",
+                     f"/api/chats/{own}/messages/{world.answer_id}/stream"):
             assert_refused(world, c.get(path), (404,), path)
 
 

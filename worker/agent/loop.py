@@ -2,6 +2,9 @@
 
 Every model call and tool call becomes a StepRecord; tool failures go back to the model as tool
 results; model failures the SDK could not retry away end the run with a user-safe error answer.
+The model answers as a stream: its text goes to the run's event log as it arrives (``RunEvents``,
+worker/agent/streaming.py), and so does every step, while the stored answer is written at the end as
+before (worker/tasks.py).
 """
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ from shared.services.runs import Outcome, RunJob, StepRecord
 from shared.tools import ToolName
 from worker import llm, tools
 from worker.agent import citations, prompt
+from worker.agent.streaming import Assembled, MessageAssembler, RunEvents, parse_arguments
 from worker.tools.base import ToolContext, ToolError
 
 log = logging.getLogger(__name__)
@@ -43,9 +47,11 @@ class DeadlineExceeded(Exception):
 
 
 class Agent:
-    def __init__(self, job: RunJob, still_ours: Callable[[], bool], memories: list[str] | None = None):
+    def __init__(self, job: RunJob, still_ours: Callable[[], bool], memories: list[str] | None = None,
+                 events: RunEvents | None = None):
         self.job = job
         self.still_ours = still_ours
+        self.events = events or RunEvents(job.run_id, job.attempt, still_ours)
         self.entry = llm.model_entry(job.model_id)
         self.toolset = tools.available(job.allowed_tools)
         self.tool_schemas = [tools.schema(m) for m in self.toolset]
@@ -76,10 +82,12 @@ class Agent:
         if time.monotonic() > self.deadline:
             raise DeadlineExceeded(f"run took longer than {settings.run_deadline:g}s")
 
-    def _call_model(self, *, with_tools: bool):
+    def _call_model(self, *, with_tools: bool) -> Assembled:
         self._check()
         started = utcnow()
-        body: dict[str, Any] = {"model": self.entry.model, "messages": self.messages}
+        self.events.step_started(len(self.steps), "model_call", self.entry.model, None)
+        body: dict[str, Any] = {"model": self.entry.model, "messages": self.messages,
+                                "stream_options": {"include_usage": True}}
         if with_tools:
             body["tools"] = self.tool_schemas
         remaining = self.deadline - time.monotonic()
@@ -88,14 +96,20 @@ class Agent:
         retries = max(0, min(settings.model_max_retries, int(remaining // timeout) - 1))
         status, usage, summary = StepStatus.FAILED, None, ""
         try:
-            response = llm.complete(self.entry, body, timeout=timeout, max_retries=retries)
-            message = response.choices[0].message
-            usage = response.usage.model_dump() if response.usage else None
+            assembler = MessageAssembler()
+            with llm.stream(self.entry, body, timeout=timeout, max_retries=retries) as chunks:
+                for chunk in chunks:
+                    if text := assembler.add(chunk):
+                        self.events.text(text)
+                    self._check()  # a lost lease or the deadline ends the call between chunks
+            self.events.end_text()
+            message = assembler.result()
+            usage = message.usage
             for key in self.usage:
                 self.usage[key] += (usage or {}).get(key) or 0
             status = StepStatus.COMPLETED
             summary = message.content or json.dumps(
-                [{"name": c.function.name, "arguments": c.function.arguments} for c in message.tool_calls or []]
+                [{"name": c.name, "arguments": c.arguments} for c in message.tool_calls]
             )
             return message
         except openai.OpenAIError as exc:
@@ -104,24 +118,26 @@ class Agent:
         finally:
             self._record("model_call", self.entry.model, None, summary, status, started, usage)
 
-    def _run_tools(self, message) -> None:
-        self.messages.append(message.model_dump(exclude_none=True, include={"role", "content", "tool_calls"}))
+    def _run_tools(self, message: Assembled) -> None:
+        self.messages.append(message.as_message())
         calls = list(message.tool_calls)
         self._check()
+        for offset, call in enumerate(calls):  # recorded in this order below, so these are their indexes
+            self.events.step_started(len(self.steps) + offset, "tool_call", call.name, parse_arguments(call.arguments))
         with ThreadPoolExecutor(max_workers=min(8, len(calls))) as pool:
             results = list(pool.map(self._run_tool, calls))
         for call, (output, status, started, arguments) in zip(calls, results):
-            self._record("tool_call", call.function.name, arguments, output, status, started, None)
+            self._record("tool_call", call.name, arguments, output, status, started, None)
             self.messages.append({"role": "tool", "tool_call_id": call.id, "content": output})
 
     def _run_tool(self, call) -> tuple[str, str, Any, dict | None]:
         started = utcnow()
-        module = {m.NAME: m for m in self.toolset}.get(call.function.name)
+        module = {m.NAME: m for m in self.toolset}.get(call.name)
         arguments: dict | None = None
         try:
             if module is None:
-                raise ToolError(f"unknown tool '{call.function.name}'")
-            arguments = json.loads(call.function.arguments or "{}")
+                raise ToolError(f"unknown tool '{call.name}'")
+            arguments = json.loads(call.arguments or "{}")
             if not isinstance(arguments, dict):
                 raise ToolError("arguments must be a JSON object")
             output = json.dumps(tools.dispatch(module, arguments, self.ctx), default=str)
@@ -129,15 +145,17 @@ class Agent:
         except (ToolError, json.JSONDecodeError) as exc:
             return json.dumps({"error": str(exc)}), StepStatus.FAILED, started, arguments
         except Exception as exc:  # noqa: BLE001 - a tool bug is reported to the model, not fatal to the run
-            log.exception("tool %s crashed", call.function.name)
+            log.exception("tool %s crashed", call.name)
             return json.dumps({"error": f"the tool failed: {type(exc).__name__}"}), StepStatus.FAILED, started, arguments
 
     def _record(self, kind, name, arguments, output, status, started, usage) -> None:
-        self.steps.append(StepRecord(
+        step = StepRecord(
             index=len(self.steps), kind=kind, name=name, arguments=arguments,
             output=(output or "")[: settings.tool_output_chars], status=status, started_at=started,
             finished_at=utcnow(), usage=usage,
-        ))
+        )
+        self.steps.append(step)
+        self.events.step_completed(step)
 
     def _final(self, text: str) -> Outcome:
         content, cited = citations.extract(text, self._source)
@@ -167,4 +185,6 @@ def recall_memories(job: RunJob) -> list[str]:
 
 
 def run(job: RunJob, still_ours: Callable[[], bool]) -> Outcome:
-    return Agent(job, still_ours, recall_memories(job)).run()
+    events = RunEvents(job.run_id, job.attempt, still_ours)
+    events.started()  # attempt n: a client drops any partial text of an earlier attempt
+    return Agent(job, still_ours, recall_memories(job), events).run()

@@ -7,6 +7,7 @@ import uuid
 from flask import url_for
 from flask_smorest import Blueprint
 
+from api import streaming
 from api.auth import current_principal
 from api.errors import Dialect, Problem
 from api.extensions import limiter, user_key
@@ -17,6 +18,7 @@ from shared.config import settings
 from shared.models import Message, RunStep, Thread
 from shared.services import citations as citation_service
 from shared.services import messages as message_service
+from shared.services import streams as stream_service
 from shared.services import threads as thread_service
 
 blp = Blueprint("ai_threads", __name__, url_prefix="/api/v1/ai/threads", description="ai-threads dialect (seeds 000, 001)")
@@ -124,11 +126,13 @@ def delete_thread(thread_id: int):
 @blp.arguments(schemas.WaitQuery, location="query")
 @blp.response(201, schemas.MessagePair)
 @document_errors(blp, WRITE_ERRORS)
+@blp.doc(**{streaming.STREAMS: True})
 def post_message(body, _query, thread_id: int):
     """Post a user message; answers 201 with the created message and the AI's response message.
 
     Waits up to ``?wait=`` / ``Prefer: wait=`` seconds for the answer. When it is not ready the response
-    message is ``queued`` or ``in_progress``: poll the ``Location`` header's URL.
+    message is ``queued`` or ``in_progress``: poll the ``Location`` header's URL. With ``Accept:
+    text/event-stream`` the answer streams instead (see GET …/messages/{message_id}/stream).
     """
     # "state": {} is an (empty) state, not an absent one (seed 001): test for None, never for truth
     context_key = "state" if body["state"] is not None else ("context" if body["context"] is not None else None)
@@ -139,6 +143,11 @@ def post_message(body, _query, thread_id: int):
         context_key=context_key, client_message_id=idempotency_key(), model_id=body["model_id"],
         workflow_id=body["workflow_id"], require_idle=thread_idle_required(),
     )
+    if streaming.wanted():  # Accept: text/event-stream
+        created, answer = present_messages([exchange.request, exchange.response], {exchange.response.id: []})
+        preface = schemas.MessagePair().dump({"createdMessage": created, "responseMessage": answer})
+        return streaming.respond(stream_service.StreamTarget(exchange.response.id, exchange.run_id, 0),
+                                 _render_for_stream(thread_id), preface=preface, status=201)
     exchange = message_service.await_response(exchange, wait)
     created, answer = present_messages([exchange.request, exchange.response], {exchange.response.id: exchange.steps})
     payload = {"createdMessage": created, "responseMessage": answer}
@@ -175,3 +184,23 @@ def get_message(thread_id: int, message_id: uuid.UUID):
     """
     message, steps = message_service.get_message(current_principal(), thread_id, message_id)
     return present_messages([message], {message.id: steps})[0]
+
+
+def _render_for_stream(thread_id: int):
+    def render(message_id: uuid.UUID) -> dict:
+        message, steps = message_service.get_message(current_principal(), thread_id, message_id)
+        return schemas.MessageResource().dump(present_messages([message], {message.id: steps})[0])
+    return render
+
+
+@blp.route("/<int:thread_id>/messages/<uuid:message_id>/stream", methods=["GET"])
+@blp.arguments(streaming.StreamQuery, location="query")
+@blp.arguments(streaming.StreamHeaders, location="headers")
+@blp.response(200, content_type=streaming.EVENT_STREAM, description=streaming.DESCRIPTION)
+@document_errors(blp, ERRORS)
+def stream_message(_query, _headers, thread_id: int, message_id: uuid.UUID):
+    """Attach to the answer stream of a response message (server-sent events; permission
+    ai_thread_messages.read). ``Last-Event-ID`` (or ``?last_event_id=``) resumes after that event;
+    an answer that finished long ago streams as one ``message.completed``."""
+    target = stream_service.target(current_principal(), thread_id, message_id)
+    return streaming.respond(target, _render_for_stream(thread_id), after=streaming.last_event_id())

@@ -9,7 +9,7 @@ from http import HTTPStatus
 from flask import request, url_for
 from flask_smorest import Blueprint
 
-from api import auth
+from api import auth, streaming
 from api.dialects.chats import schemas
 from api.dialects.common import AnswerHeaders, document_errors, poll_headers
 from api.errors import Dialect, Problem
@@ -19,6 +19,7 @@ from shared.config import settings
 from shared.errors import Forbidden
 from shared.models import Message, Thread
 from shared.services import messages as message_service
+from shared.services import streams as stream_service
 from shared.services import threads as thread_service
 
 auth_blp = Blueprint("chats_auth", __name__, url_prefix="/api/auth",
@@ -136,6 +137,7 @@ def get_chat(path, **_raw):
                                     "schema": {"type": "string"}},
                        "Retry-After": {"description": "Seconds before polling", "schema": {"type": "string"}}})
 @document_errors(blp, {**READ_ERRORS, **CONFLICT, **RATE_LIMITED})
+@blp.doc(**{streaming.STREAMS: True})
 def post_message(path, body, _headers, **_raw):
     """Create Message: post a user message; the AI assistant answers it (seed 002).
 
@@ -143,6 +145,7 @@ def post_message(path, body, _headers, **_raw):
     the server's settings). A finished answer comes back in ``response``; otherwise ``response.status``
     is ``queued`` or ``in_progress`` and the ``Location`` header is the URL to poll. Resending with the
     same ``Idempotency-Key`` header returns the same two messages and never starts a second answer.
+    With ``Accept: text/event-stream`` the answer streams instead (see GET …/messages/{messageId}/stream).
     """
     principal, chatId = auth.current_principal(), path["chatId"]  # noqa: N806 - the seed's name
     if body["userId"] != principal.user_id:
@@ -152,6 +155,12 @@ def post_message(path, body, _headers, **_raw):
         principal, chatId, content=body["content"], model_id=body["modelId"], workflow_id=body["workflowId"],
         client_message_id=idempotency_key(), require_idle=thread_idle_required(),
     )
+    if streaming.wanted():  # Accept: text/event-stream
+        data = present_message(exchange.request, chatId)
+        data["response"] = present_message(exchange.response, chatId)
+        return streaming.respond(stream_service.StreamTarget(exchange.response.id, exchange.run_id, 0),
+                                 _render_for_stream(chatId), preface=schemas.PostedEnvelope().dump({"data": data}),
+                                 status=201)
     exchange = message_service.await_response(exchange, wait)
     data = present_message(exchange.request, chatId)
     data["response"] = present_message(exchange.response, chatId)
@@ -187,3 +196,24 @@ def get_message(path, **_raw):
     """
     message, _ = message_service.get_message(auth.current_principal(), path["chatId"], path["messageId"])
     return {"data": present_message(message, path["chatId"])}
+
+
+def _render_for_stream(chat_id: uuid.UUID):
+    def render(message_id: uuid.UUID) -> dict:
+        message, _ = message_service.get_message(auth.current_principal(), chat_id, message_id)
+        return schemas.ChatMessage().dump(present_message(message, chat_id))
+    return render
+
+
+@blp.route("/<chatId>/messages/<messageId>/stream", methods=["GET"])
+@blp.arguments(schemas.MessagePath, location="path", error_status_code=400)
+@blp.arguments(streaming.StreamQuery, location="query", error_status_code=400)
+@blp.arguments(streaming.StreamHeaders, location="headers", error_status_code=400)
+@blp.response(200, content_type=streaming.EVENT_STREAM, description=streaming.DESCRIPTION)
+@document_errors(blp, READ_ERRORS)
+def stream_message(path, _query, _headers, **_raw):
+    """Attach to the answer stream of a response message (server-sent events; the same permission as
+    reading it). ``Last-Event-ID`` (or ``?last_event_id=``) resumes after that event."""
+    chat_id = path["chatId"]
+    target = stream_service.target(auth.current_principal(), chat_id, path["messageId"])
+    return streaming.respond(target, _render_for_stream(chat_id), after=streaming.last_event_id())

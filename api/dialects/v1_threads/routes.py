@@ -12,6 +12,7 @@ from datetime import timezone
 from flask import url_for
 from flask_smorest import Blueprint
 
+from api import streaming
 from api.auth import current_principal
 from api.dialects.common import AnswerHeaders, document_errors, iso, poll_headers
 from api.dialects.v1_threads import schemas
@@ -22,6 +23,7 @@ from shared.config import settings
 from shared.models import Message, Run, RunStep, Thread
 from shared.services import citations as citation_service
 from shared.services import messages as message_service
+from shared.services import streams as stream_service
 from shared.services import threads as thread_service
 
 blp = Blueprint("v1_threads", __name__, url_prefix="/v1/threads", description="v1-threads dialect (seed 004)")
@@ -165,12 +167,14 @@ def create_message(path, body, **_raw):
 @blp.alt_response(200, schema=schemas.UserMessageResponse, success=True,
                   description="A retry (same message_id or Idempotency-Key and body): the existing exchange")
 @document_errors(blp, WRITE_ERRORS)
+@blp.doc(**{streaming.STREAMS: True})
 def post_user_message(path, body, _query, _headers, **_raw):
     """Post a user message and have the AI answer it (permission ai_thread_messages.create).
 
     Waits up to ``?wait=`` / ``Prefer: wait=`` seconds. A finished answer comes back in
     ``assistant_message``; otherwise its ``status`` is queued or in_progress and ``Location`` is the
-    URL to poll. ``message_id`` (or the ``Idempotency-Key`` header) makes retries safe.
+    URL to poll. ``message_id`` (or the ``Idempotency-Key`` header) makes retries safe. With ``Accept:
+    text/event-stream`` the answer streams instead (see GET …/messages/{message_id}/stream).
     """
     principal, thread_id = current_principal(), path["thread_id"]
     message_id = body["message_id"]
@@ -180,6 +184,12 @@ def post_user_message(path, body, _query, _headers, **_raw):
         client_message_id=str(message_id) if message_id else idempotency_key(),
         require_idle=thread_idle_required(),
     )
+    if streaming.wanted():  # Accept: text/event-stream
+        user, assistant = present_messages([exchange.request, exchange.response], thread_id, principal.tenant_id, True)
+        preface = schemas.UserMessageResponse().dump({"user_message": user, "assistant_message": assistant})
+        return streaming.respond(stream_service.StreamTarget(exchange.response.id, exchange.run_id, 0),
+                                 _render_for_stream(thread_id), preface=preface,
+                                 status=200 if exchange.replayed else 201)
     exchange = message_service.await_response(exchange, wait)
     user, assistant = present_messages([exchange.request, exchange.response], thread_id, principal.tenant_id, True)
     headers = {}
@@ -220,3 +230,25 @@ def get_message(path, query, **_raw):
     message, _ = message_service.get_message(principal, path["thread_id"], path["message_id"])
     [presented] = present_messages([message], path["thread_id"], principal.tenant_id, query["with_details"])
     return presented
+
+
+def _render_for_stream(thread_id: uuid.UUID):
+    def render(message_id: uuid.UUID) -> dict:
+        principal = current_principal()
+        message, _ = message_service.get_message(principal, thread_id, message_id)
+        [presented] = present_messages([message], thread_id, principal.tenant_id, True)
+        return schemas.ThreadMessageResponse().dump(presented)
+    return render
+
+
+@blp.route("/<thread_id>/messages/<message_id>/stream", methods=["GET"])
+@blp.arguments(schemas.MessagePath, location="path")
+@blp.arguments(streaming.StreamQuery, location="query")
+@blp.arguments(streaming.StreamHeaders, location="headers")
+@blp.response(200, content_type=streaming.EVENT_STREAM, description=streaming.DESCRIPTION)
+@document_errors(blp, ERRORS)
+def stream_message(path, _query, _headers, **_raw):
+    """Attach to the answer stream of an assistant message (server-sent events; permission
+    ai_thread_messages.read). ``Last-Event-ID`` (or ``?last_event_id=``) resumes after that event."""
+    target = stream_service.target(current_principal(), path["thread_id"], path["message_id"])
+    return streaming.respond(target, _render_for_stream(path["thread_id"]), after=streaming.last_event_id())

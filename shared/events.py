@@ -1,0 +1,235 @@
+"""Every run's event log: what a streaming client sees, in order, and can resume from any point.
+
+The worker appends events as the run goes (``run.started``, ``step.started``/``step.completed``,
+``message.delta``, then ``message.completed`` or ``run.failed``; the API appends ``run.queued`` when
+the message is posted). Each event has an id, 1, 2, 3 … per run, strictly increasing in the order the
+events were appended, whoever appended them; that id is the SSE ``id:`` and what ``Last-Event-ID``
+names when a client resumes.
+
+Two stores behind one interface:
+- **Redis Streams** in production: one stream per run (``XADD key 0-* …``, so Redis itself numbers the
+  entries 0-1, 0-2 … atomically, across processes), ``MAXLEN ~ STREAM_MAX_EVENTS``, expiring
+  STREAM_RETENTION seconds after the run's last event (STREAM_ACTIVE_TTL while it runs). Readers wait
+  with ``XREAD BLOCK`` (cooperative under gevent).
+- **A table** (``run_events``) in embedded mode: the next number is taken in the INSERT itself; readers
+  poll. The sweeper prunes the events of runs that ended STREAM_RETENTION seconds ago.
+
+The log is a view for clients, never the truth: the stored message is. Appending never raises (a lost
+event only costs a client the live view; the API falls back to the stored message), appends happen
+outside database transactions, and every event carries the attempt that wrote it so readers can
+drop what a worker that lost its lease wrote late.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+from enum import StrEnum
+from typing import Any
+
+from shared.config import settings
+
+log = logging.getLogger(__name__)
+
+
+class EventType(StrEnum):
+    RUN_QUEUED = "run.queued"
+    RUN_STARTED = "run.started"
+    STEP_STARTED = "step.started"
+    STEP_COMPLETED = "step.completed"
+    MESSAGE_DELTA = "message.delta"
+    MESSAGE_COMPLETED = "message.completed"
+    RUN_FAILED = "run.failed"
+    RUN_CANCELLED = "run.cancelled"  # written by cancel (issue 13); readers already treat it as the end
+
+
+TERMINAL = frozenset({EventType.MESSAGE_COMPLETED, EventType.RUN_FAILED, EventType.RUN_CANCELLED})
+
+
+@dataclass(frozen=True)
+class Event:
+    id: int
+    type: str
+    attempt: int
+    data: dict[str, Any]
+
+
+READ_BATCH = 500
+
+
+class RedisLog:
+    """One Redis stream per run; entry ids ``0-N`` give the per-run number N."""
+
+    def __init__(self, url: str, prefix: str):
+        import redis
+
+        self.prefix = prefix
+        # Appends must not stall a run when Redis is slow or down: a short timeout, and a failed append
+        # is only logged. Readers block up to a few seconds per call, so theirs is longer.
+        self._writer = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
+        self._reader = redis.Redis.from_url(url, socket_connect_timeout=2,
+                                            socket_timeout=max(settings.stream_heartbeat, 5.0) + 10)
+
+    def key(self, run_id: uuid.UUID | str) -> str:
+        return f"{self.prefix}{run_id}"
+
+    def append(self, run_id, type_: str, data: dict[str, Any], attempt: int) -> int:
+        ttl = settings.stream_retention if type_ in TERMINAL else settings.stream_active_ttl
+        pipe = self._writer.pipeline(transaction=False)
+        pipe.xadd(self.key(run_id), {"t": type_, "a": attempt, "d": json.dumps(data, separators=(",", ":"))},
+                  id="0-*", maxlen=settings.stream_max_events, approximate=True)
+        pipe.expire(self.key(run_id), max(1, int(ttl)))
+        entry_id, _ = pipe.execute()
+        return _number(entry_id)
+
+    def read(self, run_id, after: int, timeout: float = 0.0) -> list[Event]:
+        """Events after ``after``; waits up to ``timeout`` seconds for the first one (XREAD BLOCK,
+        which also waits for a stream that does not exist yet)."""
+        block = int(timeout * 1000) if timeout > 0 else None
+        if block == 0:
+            block = 1  # BLOCK 0 would wait forever
+        reply = self._reader.xread({self.key(run_id): f"0-{after}"}, count=READ_BATCH, block=block)
+        return [_event(entry_id, fields) for _key, entries in reply or () for entry_id, fields in entries]
+
+    def prune(self) -> int:
+        return 0  # EXPIRE does it
+
+
+def _number(entry_id: bytes | str) -> int:
+    text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+    return int(text.split("-", 1)[1])
+
+
+def _event(entry_id, fields: dict[bytes, bytes]) -> Event:
+    return Event(id=_number(entry_id), type=fields[b"t"].decode(), attempt=int(fields.get(b"a", b"0")),
+                 data=json.loads(fields[b"d"]))
+
+
+class TableLog:
+    """The ``run_events`` table (embedded mode). Readers poll every POLL_INTERVAL."""
+
+    def __init__(self) -> None:
+        from sqlalchemy import bindparam, func, insert, select
+
+        from shared.models import RunEvent
+
+        table = self.table = RunEvent.__table__
+        run_id = bindparam("run_id", type_=table.c.run_id.type)
+        # One statement numbers and inserts the event: atomic on SQLite (one writer at a time); on
+        # PostgreSQL a concurrent append can take the same number and is retried (primary key).
+        numbered = select(
+            run_id, func.coalesce(func.max(table.c.seq), 0) + 1, bindparam("attempt"), bindparam("type"),
+            bindparam("data", type_=table.c.data.type), bindparam("now", type_=table.c.created_at.type),
+        ).where(table.c.run_id == run_id)
+        self._insert = insert(table).from_select(
+            ["run_id", "seq", "attempt", "type", "data", "created_at"], numbered).returning(table.c.seq)
+        self._select = (select(table.c.seq, table.c.type, table.c.attempt, table.c.data)
+                        .where(table.c.run_id == bindparam("run_id", type_=table.c.run_id.type),
+                               table.c.seq > bindparam("after"))
+                        .order_by(table.c.seq).limit(READ_BATCH))
+
+    def append(self, run_id, type_: str, data: dict[str, Any], attempt: int) -> int:
+        from sqlalchemy.exc import IntegrityError
+
+        from shared.db import transaction
+        from shared.models import utcnow
+
+        for tries in range(5):
+            try:
+                with transaction() as session:
+                    return session.execute(self._insert, {
+                        "run_id": _uuid(run_id), "attempt": attempt, "type": str(type_), "data": data, "now": utcnow(),
+                    }).scalar_one()
+            except IntegrityError:
+                if tries == 4:
+                    raise
+        raise AssertionError("unreachable")
+
+    def read(self, run_id, after: int, timeout: float = 0.0) -> list[Event]:
+        from shared.db import read
+
+        deadline = time.monotonic() + timeout
+        while True:
+            with read() as session:
+                rows = session.execute(self._select, {"run_id": _uuid(run_id), "after": after}).all()
+            if rows or time.monotonic() >= deadline:
+                return [Event(id=r.seq, type=r.type, attempt=r.attempt, data=r.data) for r in rows]
+            time.sleep(min(settings.poll_interval, max(0.0, deadline - time.monotonic())))
+
+    def prune(self) -> int:
+        """Drop the events of runs that ended more than STREAM_RETENTION seconds ago."""
+        from sqlalchemy import delete, select
+
+        from shared.db import transaction
+        from shared.models import Run, utcnow
+
+        cutoff = utcnow() - timedelta(seconds=settings.stream_retention)
+        with transaction() as session:
+            ended = select(Run.id).where(Run.finished_at < cutoff)
+            return session.execute(delete(self.table).where(self.table.c.run_id.in_(ended))).rowcount or 0
+
+
+def _uuid(value) -> uuid.UUID:
+    return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
+
+
+_log: RedisLog | TableLog | None = None
+_log_lock = threading.Lock()
+
+
+def event_log() -> RedisLog | TableLog:
+    """This process's log: Redis Streams with REDIS_URL, else the table."""
+    global _log
+    if _log is None:
+        with _log_lock:
+            if _log is None:
+                _log = (RedisLog(settings.redis_url, f"threadline:{settings.run_queue}:events:")
+                        if settings.redis_url else TableLog())
+    return _log
+
+
+def append(run_id, type_: EventType | str, data: dict[str, Any], attempt: int = 0) -> int | None:
+    """Append one event; its id, or None if the log could not take it (logged, never raised)."""
+    try:
+        return event_log().append(run_id, str(type_), data, attempt)
+    except Exception:  # noqa: BLE001 - the stored message is the truth; a lost event only costs the live view
+        log.warning("could not append %s to the event log of run %s", type_, run_id, exc_info=True)
+        return None
+
+
+def run_queued(run_id, response_message_id, request_message_id) -> None:
+    """The first event of a run, appended by the API after the post's commit and before the enqueue
+    (so it always precedes the worker's ``run.started``)."""
+    append(run_id, EventType.RUN_QUEUED, {"run_id": str(run_id), "message_id": str(response_message_id),
+                                          "request_message_id": str(request_message_id)})
+
+
+def run_ended(run_id, attempt: int, response_message_id, *, failed: bool, error: str | None = None) -> None:
+    """The last event, appended after the answer is stored. The API renders the stored message into
+    it in the dialect's own shape, so the log keeps only the ids."""
+    data: dict[str, Any] = {"run_id": str(run_id), "message_id": str(response_message_id)}
+    if failed:
+        append(run_id, EventType.RUN_FAILED, {**data, "error": error or "The run failed."}, attempt)
+    else:
+        append(run_id, EventType.MESSAGE_COMPLETED, data, attempt)
+
+
+PRUNE_EVERY = 60.0  # seconds; the sweeper runs far more often than logs need pruning
+_last_prune = -PRUNE_EVERY
+
+
+def prune() -> int:
+    """Drop expired logs (the table's; Redis expires its own), at most once a minute per process."""
+    global _last_prune
+    if time.monotonic() - _last_prune < PRUNE_EVERY:
+        return 0
+    _last_prune = time.monotonic()
+    try:
+        return event_log().prune()
+    except Exception:  # noqa: BLE001 - the next sweep tries again
+        log.warning("could not prune run events", exc_info=True)
+        return 0

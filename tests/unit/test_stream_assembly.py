@@ -1,0 +1,121 @@
+"""The worker's side of streaming, without I/O: assembling SDK chunks into a message, dropping the
+citation markers from streamed text, and coalescing deltas into events (with a fake clock)."""
+from __future__ import annotations
+
+import random
+import uuid
+
+import pytest
+from openai.types.chat import ChatCompletionChunk
+
+from shared.config import settings
+from shared.events import EventType
+from worker.agent.citations import extract
+from worker.agent.streaming import CiteFilter, MessageAssembler, RunEvents
+
+
+def chunk(delta: dict, usage: dict | None = None, choices: bool = True) -> dict:
+    """A chunk as the worker gets it (JSON); checked against the SDK's type so the shape is the real one."""
+    raw = {"id": "c", "object": "chat.completion.chunk", "created": 0, "model": "m",
+           "choices": [{"index": 0, "delta": delta, "finish_reason": None}] if choices else [], "usage": usage}
+    ChatCompletionChunk.model_validate(raw)
+    return raw
+
+
+def test_text_deltas_join_and_usage_is_kept():
+    assembler = MessageAssembler()
+    pieces = [assembler.add(chunk({"role": "assistant", "content": ""})),
+              assembler.add(chunk({"content": "Hel"})), assembler.add(chunk({"content": "lo."})),
+              assembler.add(chunk({}, usage={"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5},
+                                  choices=False))]
+    result = assembler.result()
+    assert pieces == ["", "Hel", "lo.", ""]
+    assert result.content == "Hello." and result.tool_calls == []
+    assert result.usage["total_tokens"] == 5
+    assert result.as_message() == {"role": "assistant", "content": "Hello."}
+
+
+def test_tool_call_deltas_merge_by_index():
+    assembler = MessageAssembler()
+    for delta in (
+        {"role": "assistant", "content": None},
+        {"tool_calls": [{"index": 0, "id": "call_a", "type": "function", "function": {"name": "search_docs", "arguments": ""}}]},
+        {"tool_calls": [{"index": 1, "id": "call_b", "type": "function", "function": {"name": "web_search", "arguments": '{"q'}}]},
+        {"tool_calls": [{"index": 0, "function": {"arguments": '{"query": '}}]},
+        {"tool_calls": [{"index": 0, "function": {"arguments": '"x"}'}}]},
+        {"tool_calls": [{"index": 1, "function": {"arguments": '": 1}'}}]},
+    ):
+        assert assembler.add(chunk(delta)) == ""
+    result = assembler.result()
+    assert result.content is None
+    assert [(c.id, c.name, c.arguments) for c in result.tool_calls] == [
+        ("call_a", "search_docs", '{"query": "x"}'), ("call_b", "web_search", '{"q": 1}')]
+    assert result.as_message()["tool_calls"][1] == {
+        "id": "call_b", "type": "function", "function": {"name": "web_search", "arguments": '{"q": 1}'}}
+    assert "content" not in result.as_message()
+
+
+@pytest.mark.parametrize("seed", range(25))
+def test_cite_filter_matches_the_stored_text_however_the_text_is_cut(seed):
+    text = ('See <cite chunk="c1">the quote</cite> and < not a tag, a <b>, '
+            '<cite chunk="c2">another one</cite>. Done <ci')
+    stored, _ = extract(text, lambda _chunk: None)
+    rng = random.Random(seed)
+    cuts = sorted(rng.sample(range(1, len(text)), 12))
+    pieces = [text[a:b] for a, b in zip([0, *cuts], [*cuts, len(text)])]
+    f = CiteFilter()
+    streamed = "".join(f.feed(p) for p in pieces) + f.finish()
+    assert streamed == stored
+
+
+class Clock:
+    def __init__(self):
+        self.now = 100.0
+
+    def __call__(self):
+        return self.now
+
+
+def recorder():
+    written: list[tuple[str, dict, int]] = []
+
+    def append(run_id, type_, data, attempt):
+        written.append((str(type_), data, attempt))
+        return len(written)
+
+    return written, append
+
+
+def test_deltas_are_coalesced_by_time_and_by_size():
+    written, append = recorder()
+    clock = Clock()
+    run = RunEvents(uuid.uuid4(), 2, lambda: True, clock=clock, append=append)
+    run.text("a")  # the first piece goes out at once (first-token latency)
+    clock.now += settings.stream_coalesce_seconds / 5
+    run.text("b")
+    run.text("c")  # still within the interval: waiting
+    clock.now += settings.stream_coalesce_seconds
+    run.text("d")  # the interval passed: b, c and d go out together
+    run.text("x" * settings.stream_coalesce_chars)  # enough characters: out at once
+    run.text("e")
+    run.end_text()
+    assert [d["text"] for t, d, _ in written] == ["a", "bcd", "x" * settings.stream_coalesce_chars, "e"]
+    assert {t for t, _, _ in written} == {EventType.MESSAGE_DELTA} and {a for *_, a in written} == {2}
+
+
+def test_a_lost_lease_stops_the_writing_and_a_failed_append_stops_it_too():
+    written, append = recorder()
+    ours = [True]
+    run = RunEvents(uuid.uuid4(), 1, lambda: ours[0], append=append)
+    run.started()
+    ours[0] = False
+    run.text("late")
+    run.end_text()
+    assert [t for t, _, _ in written] == ["run.started"]
+
+    calls = []
+    broken = RunEvents(uuid.uuid4(), 1, lambda: True, append=lambda *a: calls.append(a) and None)
+    broken.started()
+    broken.text("x")
+    broken.end_text()
+    assert len(calls) == 1  # Redis away: one try, then the run goes on without a live view

@@ -1,0 +1,206 @@
+"""A streamed model answer, put back together, and the run's events written while it arrives.
+
+- ``MessageAssembler`` turns the streamed chunks (``chat.completion.chunk`` objects as JSON dicts, see
+  worker/llm.py for why not the SDK's typed models) into one assistant message: the text deltas
+  joined, the tool-call deltas merged by index (id and name from the first, arguments concatenated),
+  the usage from the last chunk.
+- ``RunEvents`` is the agent's pen on the run's event log (shared/events.py): ``run.started``, the
+  steps, and the text as ``message.delta``s, coalesced so a fast model cannot flood the log (one
+  event once STREAM_COALESCE_SECONDS have passed since the last, or once STREAM_COALESCE_CHARS are
+  waiting). It stops writing as soon as the run's lease is lost, and after the first failed append
+  (Redis away: the run goes on, clients fall back to the stored message).
+- ``CiteFilter`` drops the ``<cite chunk="…">…</cite>`` markers from the streamed text, as
+  worker/agent/citations.py does from the stored answer, so the deltas add up to the stored content.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from shared import events
+from shared.config import settings
+from shared.events import EventType
+
+
+@dataclass
+class AssembledCall:
+    id: str
+    name: str
+    arguments: str  # JSON text, as the model sent it
+
+
+@dataclass
+class Assembled:
+    """One model call's answer: its text (None if it sent none) or its tool calls, and the usage."""
+
+    content: str | None
+    tool_calls: list[AssembledCall] = field(default_factory=list)
+    usage: dict[str, Any] | None = None
+
+    def as_message(self) -> dict[str, Any]:
+        """The assistant turn for the next request's history (what the model asked for, verbatim)."""
+        message: dict[str, Any] = {"role": "assistant"}
+        if self.content is not None:
+            message["content"] = self.content
+        if self.tool_calls:
+            message["tool_calls"] = [{"id": c.id, "type": "function",
+                                      "function": {"name": c.name, "arguments": c.arguments}}
+                                     for c in self.tool_calls]
+        return message
+
+
+class MessageAssembler:
+    def __init__(self) -> None:
+        self._text: list[str] = []
+        self._saw_text = False
+        self._calls: dict[int, AssembledCall] = {}
+        self.usage: dict[str, Any] | None = None
+
+    def add(self, chunk: dict[str, Any]) -> str:
+        """Take one chunk; return the text it adds (may be empty)."""
+        if usage := chunk.get("usage"):
+            self.usage = dict(usage)
+        text = ""
+        for choice in chunk.get("choices") or ():
+            if choice.get("index", 0) != 0:
+                continue
+            delta = choice.get("delta") or {}
+            if (content := delta.get("content")) is not None:
+                self._saw_text = True
+                text += content
+            for call in delta.get("tool_calls") or ():
+                slot = self._calls.setdefault(call.get("index", 0), AssembledCall(id="", name="", arguments=""))
+                if call.get("id"):
+                    slot.id = call["id"]
+                function = call.get("function") or {}
+                slot.name += function.get("name") or ""
+                slot.arguments += function.get("arguments") or ""
+        if text:
+            self._text.append(text)
+        return text
+
+    def result(self) -> Assembled:
+        calls = [self._calls[i] for i in sorted(self._calls)]
+        content = "".join(self._text) if self._saw_text else None
+        return Assembled(content=content if (content or not calls) else None, tool_calls=calls, usage=self.usage)
+
+
+_CITE_TAG = re.compile(r'<cite\s+chunk="[^"]+">|</cite>')
+LONGEST_TAG = 300
+
+
+class CiteFilter:
+    """Removes citation markers from text that arrives in pieces; holds back a ``<`` that may still
+    become one."""
+
+    def __init__(self) -> None:
+        self._pending = ""
+
+    def feed(self, text: str) -> str:
+        pending, out = self._pending + text, []
+        while (start := pending.find("<")) >= 0:
+            out.append(pending[:start])
+            rest = pending[start:]
+            if tag := _CITE_TAG.match(rest):
+                pending = rest[tag.end():]
+            elif self._may_become_tag(rest):
+                self._pending = rest
+                return "".join(out)
+            else:
+                out.append("<")
+                pending = rest[1:]
+        self._pending = ""
+        out.append(pending)
+        return "".join(out)
+
+    def finish(self) -> str:
+        rest, self._pending = self._pending, ""
+        return rest
+
+    @staticmethod
+    def _may_become_tag(rest: str) -> bool:
+        if ">" in rest or len(rest) > LONGEST_TAG:
+            return False
+        return "</cite>".startswith(rest) or "<cite".startswith(rest) or rest.startswith("<cite")
+
+
+def bounded(text: str | None, limit: int) -> str | None:
+    if text is None or len(text) <= limit:
+        return text
+    return text[:limit] + "…"
+
+
+class RunEvents:
+    """Writes one run attempt's events (see the module docstring)."""
+
+    def __init__(self, run_id, attempt: int, still_ours: Callable[[], bool],
+                 clock: Callable[[], float] = time.monotonic,
+                 append: Callable[..., int | None] = events.append):
+        self.run_id, self.attempt = run_id, attempt
+        self.still_ours = still_ours
+        self._clock, self._append_to_log = clock, append
+        self._buffer: list[str] = []
+        self._buffered = 0
+        self._last_flush = -math.inf
+        self._filter = CiteFilter()
+        self._broken = False
+
+    def _append(self, type_: EventType, data: dict[str, Any]) -> None:
+        if self._broken or not self.still_ours():  # a worker that lost its lease stops writing
+            return
+        if self._append_to_log(self.run_id, type_, data, self.attempt) is None:
+            self._broken = True
+
+    def started(self) -> None:
+        """``run.started``: clients drop any partial text they have and start over."""
+        self._append(EventType.RUN_STARTED, {"run_id": str(self.run_id), "attempt": self.attempt})
+
+    def step_started(self, index: int, kind: str, name: str, arguments: dict[str, Any] | None) -> None:
+        self.flush()
+        self._append(EventType.STEP_STARTED, {"index": index, "kind": kind, "name": name, "arguments": arguments})
+
+    def step_completed(self, step) -> None:
+        self.flush()
+        self._append(EventType.STEP_COMPLETED, {
+            "index": step.index, "kind": step.kind, "name": step.name, "arguments": step.arguments,
+            "status": step.status, "output": bounded(step.output, settings.stream_step_output_chars),
+        })
+
+    def text(self, piece: str) -> None:
+        piece = self._filter.feed(piece)
+        if piece:
+            self._buffer.append(piece)
+            self._buffered += len(piece)
+        if not self._buffered:
+            return
+        now = self._clock()
+        if self._buffered >= settings.stream_coalesce_chars or now - self._last_flush >= settings.stream_coalesce_seconds:
+            self.flush(now)
+
+    def end_text(self) -> None:
+        """The model call's text is complete: write what is still waiting."""
+        if tail := self._filter.finish():
+            self._buffer.append(tail)
+            self._buffered += len(tail)
+        self.flush()
+
+    def flush(self, now: float | None = None) -> None:
+        if not self._buffered:
+            return
+        text = "".join(self._buffer)
+        self._buffer, self._buffered = [], 0
+        self._last_flush = self._clock() if now is None else now
+        self._append(EventType.MESSAGE_DELTA, {"text": text})
+
+
+def parse_arguments(arguments: str | None) -> dict[str, Any] | None:
+    """A tool call's arguments for a ``step.started`` event (None when they are not a JSON object)."""
+    try:
+        value = json.loads(arguments or "{}")
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
