@@ -33,6 +33,7 @@ _green_psycopg()
 
 logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
+
 class DeadLetteringConsumer(Consumer):
     """Celery's consumer, but a message it cannot turn into a task is moved aside, not dropped or fatal.
 
@@ -86,7 +87,8 @@ class DeadLetteringConsumer(Consumer):
                 raise
             except Exception as exc:  # noqa: BLE001 - one bad message must not stop the worker
                 self._dead_letter(message, f"unhandled: {type(exc).__name__}: {str(exc)[:200]}")
-                message.ack_log_error(log, self.connection_errors)
+                if not message.acknowledged:
+                    message.ack_log_error(log, self.connection_errors)
 
         return on_task_received
 
