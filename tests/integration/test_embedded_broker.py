@@ -96,8 +96,11 @@ def start_api(stack: Stack, name: str, **env: str) -> str:
 
 
 def client(stack: Stack, user, base_url: str | None = None) -> httpx.Client:
+    """A user's client. Idle connections are dropped after 2 s, before gunicorn's 5 s keep-alive ends:
+    otherwise a POST sent on a connection the server is closing at that moment fails with "connection
+    reset by peer" (httpx does not resend a POST), which is the test's fault, not the stack's."""
     return httpx.Client(base_url=base_url or stack.api_url, headers={"Authorization": f"Bearer {user.token}"},
-                        timeout=40)
+                        timeout=40, limits=httpx.Limits(keepalive_expiry=2.0))
 
 
 def new_thread(http: httpx.Client) -> int:
