@@ -1,7 +1,9 @@
-"""The Celery app as both sides configure it, and enqueueing a run by name.
+"""The Celery app as both sides configure it, enqueueing a run by name, and the dead letters.
 
 The API sends tasks by name so it never imports the worker; the worker adds the task bodies and the
-beat schedule to the same configuration (worker/celery_app.py).
+beat schedule to the same configuration (worker/celery_app.py). Both modes use Threadline's own kombu
+transports (shared/broker.py): the embedded one never hands out a half-written message, and both move
+an undecodable message aside instead of stopping the worker.
 """
 from __future__ import annotations
 
@@ -25,17 +27,22 @@ def celery_config() -> dict:
         # Longer than the longest run, so the broker never redelivers a task that is still working.
         "visibility_timeout": int(max(3600, settings.run_deadline * 4)),
     }
+    broker_transport = None
     if settings.broker_url.startswith("filesystem"):
-        folder = settings.broker_dir / "queue"
-        folder.mkdir(parents=True, exist_ok=True)
-        control = settings.broker_dir / "control"
-        control.mkdir(parents=True, exist_ok=True)
-        transport.update(data_folder_in=str(folder), data_folder_out=str(folder), store_processed=False,
-                         polling_interval=0.05, control_folder=str(control))
+        broker_transport = "shared.broker:FileTransport"
+        folders = {name: settings.broker_dir / name for name in ("queue", "control", "claimed", "dead-letter")}
+        for folder in folders.values():
+            folder.mkdir(parents=True, exist_ok=True)
+        transport.update(data_folder_in=str(folders["queue"]), data_folder_out=str(folders["queue"]),
+                         store_processed=False, polling_interval=0.05, control_folder=str(folders["control"]),
+                         claimed_folder=str(folders["claimed"]), dead_letter_folder=str(folders["dead-letter"]))
     else:
+        if settings.broker_url.startswith(("redis://", "rediss://")):
+            broker_transport = "shared.broker:RedisTransport"
         transport.update(socket_connect_timeout=2, socket_timeout=5)
     return dict(
         broker_url=settings.broker_url,
+        broker_transport=broker_transport,
         broker_transport_options=transport,
         broker_connection_retry_on_startup=True,
         broker_connection_timeout=2,
@@ -105,3 +112,25 @@ def enqueue_run(run_id: uuid.UUID) -> bool:
     except Exception:  # noqa: BLE001 - any broker failure means "the sweeper will retry"
         log.warning("could not enqueue run %s; the sweeper will retry", run_id, exc_info=True)
         return False
+
+
+def dead_letter(raw: bytes | str, reason: str, identity: str, queue: str | None = None) -> None:
+    """Move one message that can never be processed aside (log, store, count) through the broker's
+    channel: the dead-letter folder in embedded mode, the ``<queue>.dead-letter`` list on Redis.
+    Never raises: the worker must go on consuming whatever happens here."""
+    queue = queue or settings.run_queue
+    try:
+        with celery_app().connection_for_write() as conn:
+            channel = conn.default_channel
+            if hasattr(channel, "dead_letter"):
+                channel.dead_letter(queue, raw, reason, identity)
+                return
+    except Exception:  # noqa: BLE001 - see docstring
+        log.exception("could not store dead letter %s", identity)
+    log.error("dropped message %s from queue %s: %s", identity, queue, reason)
+
+
+def dead_letter_count(queue: str | None = None) -> int:
+    """How many messages of ``queue`` (the run queue by default) have been moved aside."""
+    with celery_app().connection_for_write() as conn:
+        return conn.default_channel.dead_letter_count(queue or settings.run_queue)

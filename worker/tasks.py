@@ -1,18 +1,21 @@
 """Celery tasks, kept thin: claim the run, let the agent work while a lease keeper runs, store, notify."""
 from __future__ import annotations
 
+import inspect
+import json
 import logging
 import os
 import socket
 import threading
 import uuid
 
+from celery import Task
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from shared import events, notify
 from shared.config import settings
-from shared.queue import EXECUTE_RUN, SWEEP, celery_app, enqueue_run
+from shared.queue import EXECUTE_RUN, SWEEP, celery_app, dead_letter, enqueue_run
 from shared.services import runs
 from shared.models import Status
 from shared.services.runs import Outcome
@@ -54,16 +57,52 @@ class LeaseKeeper:
                 log.warning("could not renew lease of run %s", self.job.run_id, exc_info=True)
 
 
+class BadMessage(Exception):
+    """The task's message can never succeed (e.g. its run id is not a UUID): dead-letter it, never retry."""
+
+
+class GuardedTask(Task):
+    """A task whose message is checked before its body runs: arguments that do not fit the signature,
+    or a ``BadMessage`` raised by the body, send the message to the dead letters (logged with its task id
+    and counted) and end the task quietly. Retrying such a message could never help, and a traceback
+    per bad message would bury the one line that says which message it was."""
+
+    def __call__(self, *args, **kwargs):
+        try:
+            inspect.signature(self.run).bind(*args, **kwargs)
+        except TypeError as exc:
+            return self._reject(f"arguments do not fit {self.name}: {exc}", args, kwargs)
+        try:
+            # self.run, not super().__call__: the worker's tracer has pushed the real request (id,
+            # delivery info, retries), and Task.__call__ would push a bare one over it, breaking retry().
+            return self.run(*args, **kwargs)
+        except BadMessage as exc:
+            return self._reject(str(exc), args, kwargs)
+
+    def _reject(self, reason: str, args, kwargs) -> str:
+        request = self.request
+        raw = json.dumps({"task": self.name, "id": request.id, "args": args, "kwargs": kwargs}, default=repr)
+        queue = (request.delivery_info or {}).get("routing_key") or settings.run_queue
+        dead_letter(raw, reason, f"id={request.id!r} task={self.name!r}", queue=queue)
+        return "dead-lettered"
+
+
 def _owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}:{uuid.uuid4().hex[:8]}"
 
 
 # A database blip (connection lost, pool exhausted) retries the task with backoff: claiming is idempotent
 # and the final write is lease-conditional, so a retry can never answer twice.
-@app.task(name=EXECUTE_RUN, acks_late=True, reject_on_worker_lost=True, ignore_result=True,
+@app.task(name=EXECUTE_RUN, base=GuardedTask, acks_late=True, reject_on_worker_lost=True, ignore_result=True,
           autoretry_for=(OperationalError, PoolTimeout), retry_backoff=1, retry_backoff_max=30, max_retries=8)
 def execute_run(run_id: str) -> str:
-    job = runs.claim(uuid.UUID(run_id), _owner())
+    try:
+        run_uuid = uuid.UUID(run_id) if isinstance(run_id, str) else None
+    except ValueError:
+        run_uuid = None
+    if run_uuid is None:
+        raise BadMessage(f"run id is not a UUID: {str(run_id)[:80]!r}")
+    job = runs.claim(run_uuid, _owner())
     if job is None:
         return "skipped"
     with LeaseKeeper(job) as lease:
@@ -87,7 +126,7 @@ def execute_run(run_id: str) -> str:
     return Status.FAILED if outcome.is_error else Status.COMPLETED
 
 
-@app.task(name=SWEEP, ignore_result=True)
+@app.task(name=SWEEP, base=GuardedTask, ignore_result=True)
 def sweep_stale_runs() -> dict[str, int]:
     try:
         requeue, failed = runs.sweep()
