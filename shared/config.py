@@ -123,6 +123,10 @@ class Settings:
     data_row_cap: int = env("DATA_ROW_CAP", 100)
     data_statement_timeout: float = env("DATA_STATEMENT_TIMEOUT", 5.0)
     log_level: str = env("LOG_LEVEL", "INFO")
+    # Security (api/extensions.py, api/dialects/chats/routes.py, api/__init__.py; docs/security.md)
+    rate_limit_login_ip: str = env("RATE_LIMIT_LOGIN_IP", "30/minute")  # login attempts per client address
+    rate_limit_login_global: str = env("RATE_LIMIT_LOGIN_GLOBAL", "600/minute")  # login attempts in total
+    trusted_proxies: int = env("TRUSTED_PROXIES", 0)  # reverse proxies in front of the API (X-Forwarded-*)
 
     @property
     def embedded(self) -> bool:
