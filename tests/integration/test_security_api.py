@@ -247,18 +247,20 @@ def test_a_flood_of_readiness_probes_leaves_database_connections_bounded(stack):
     second and computed by one request at a time per process on a pool of one connection."""
     if stack.mode != "production":
         pytest.skip("PostgreSQL only (the embedded mode has no connection limit to exhaust)")
-    admin = create_engine(stack.pg_admin_url, poolclass=NullPool)
-    query = text("SELECT count(*) FROM pg_stat_activity WHERE datname = :db")
+    # AUTOCOMMIT: pg_stat_* views are a snapshot per transaction, so every sample is its own.
+    admin = create_engine(stack.pg_admin_url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
+    active = text("SELECT count(*) FROM pg_stat_activity WHERE datname = :db")
+    sessions = text("SELECT sessions FROM pg_stat_database WHERE datname = :db")  # connections ever opened
     with admin.connect() as conn:
-        count = lambda: conn.execute(query, {"db": stack.db_name}).scalar_one()  # noqa: E731
+        count = lambda: conn.execute(active, {"db": stack.db_name}).scalar_one()  # noqa: E731
         httpx.get(f"{stack.api_url}/readyz", timeout=30)  # probe connections exist before the baseline
-        baseline = count()
+        baseline, opened_before = count(), conn.execute(sessions, {"db": stack.db_name}).scalar_one()
         peak, stop = [baseline], threading.Event()
 
         def sample():
             while not stop.is_set():
                 peak.append(count())
-                time.sleep(0.01)
+                time.sleep(0.005)
 
         sampler = threading.Thread(target=sample)
         sampler.start()
@@ -269,13 +271,16 @@ def test_a_flood_of_readiness_probes_leaves_database_connections_bounded(stack):
         finally:
             stop.set()
             sampler.join()
+        opened = conn.execute(sessions, {"db": stack.db_name}).scalar_one() - opened_before
     admin.dispose()
     failures = [r for r in results if not isinstance(r, int)]
     assert not failures, f"{len(failures)} probes failed, e.g. {failures[0]!r}"
     assert set(results) == {200}, {status: results.count(status) for status in set(results)}
     # two API processes hold at most one probe connection each; a little room for the worker and beat
     assert max(peak) <= baseline + 6, f"peak {max(peak)} connections vs {baseline} before ({len(peak)} samples)"
-    print(f"2000 probes in {elapsed:.1f}s; PostgreSQL connections: {baseline} before, peak {max(peak)}")
+    assert opened <= 6, f"{opened} connections were opened and closed during the flood"
+    print(f"2000 probes in {elapsed:.1f}s; PostgreSQL connections: {baseline} before, peak {max(peak)} "
+          f"({len(peak)} samples), {opened} sessions ended during the flood")
 
 
 # -- session cookies --------------------------------------------------------------------------------
