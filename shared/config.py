@@ -127,6 +127,8 @@ class Settings:
     rate_limit_login_ip: str = env("RATE_LIMIT_LOGIN_IP", "30/minute")  # login attempts per client address
     rate_limit_login_global: str = env("RATE_LIMIT_LOGIN_GLOBAL", "600/minute")  # login attempts in total
     trusted_proxies: int = env("TRUSTED_PROXIES", 0)  # reverse proxies in front of the API (X-Forwarded-*)
+    # query_data views connect with this URL (a role that may only read) when set; empty: DATABASE_URL
+    data_views_database_url: str = env("DATA_VIEWS_DATABASE_URL", "")
 
     @property
     def embedded(self) -> bool:

@@ -457,3 +457,45 @@ def test_users_create_takes_the_password_from_a_prompt_or_stdin_not_argv(cli, cl
         assert client_for().post("/api/auth/login", json={"email": email, "password": "s3cret-pw"}).status_code == 200
     in_argv = cli("users", "create", fresh_email(), "--tenant", "t", "--password", "s3cret-pw")
     assert in_argv.exit_code != 0  # the flag takes no value: a password on the command line is refused
+
+
+# -- query_data under a read-only role --------------------------------------------------------------
+
+def test_data_views_can_run_under_a_role_that_may_only_read(stack, client, user, monkeypatch):
+    """DATA_VIEWS_DATABASE_URL: the views connect as a role granted SELECT and nothing else, so even a
+    view whose SQL tried to write would be refused by PostgreSQL twice (the role, and the READ ONLY
+    transaction every view runs in)."""
+    if stack.mode != "production":
+        pytest.skip("PostgreSQL roles")
+    import dataclasses
+
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ProgrammingError
+
+    from shared.services import data_views
+
+    role = f"threadline_views_{stack.tag}"
+    admin = create_engine(stack.database_url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE ROLE "{role}" LOGIN'))
+        conn.execute(text(f'GRANT CONNECT ON DATABASE "{stack.db_name}" TO "{role}"'))
+        conn.execute(text(f'GRANT USAGE ON SCHEMA public TO "{role}"'))
+        conn.execute(text(f'GRANT SELECT ON threads, messages TO "{role}"'))
+    try:
+        assert client.post("/api/v1/ai/threads", json={"title": "read by a read-only role"}).status_code == 201
+        url = make_url(stack.database_url).set(username=role).render_as_string(hide_password=False)
+        monkeypatch.setattr(data_views, "settings", dataclasses.replace(data_views.settings, data_views_database_url=url))
+        monkeypatch.setattr(data_views, "_views_engine", None)
+        result = data_views.run_view("my_threads", {}, tenant_id=user.tenant_id, user_id=user.id)
+        assert [row["title"] for row in result["rows"]] == ["read by a read-only role"]
+        engine = data_views.views_engine()
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT current_user")).scalar_one() == role
+            with pytest.raises(ProgrammingError, match="permission denied"):
+                conn.execute(text("UPDATE threads SET title = 'x'"))
+        engine.dispose()
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP OWNED BY "{role}"'))
+            conn.execute(text(f'DROP ROLE "{role}"'))
+        admin.dispose()
