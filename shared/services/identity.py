@@ -144,8 +144,8 @@ def authenticate_token(plain: str) -> Principal:
 def dummy_password_hash() -> str:
     """A hash of a random password, made with the same method and cost as real ones: an unknown email
     (or a user without a password) is checked against it, so it costs the same scrypt as a wrong
-    password and the answer time does not tell which emails have accounts."""
-    return generate_password_hash(secrets.token_urlsafe(32))
+    password and the answer time does not tell which emails have accounts. Made once per process."""
+    return off_the_event_loop(generate_password_hash, secrets.token_urlsafe(32))
 
 
 def off_the_event_loop(func: Callable[..., Any], *args: Any) -> Any:
