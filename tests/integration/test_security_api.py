@@ -150,8 +150,9 @@ def test_login_fails_closed_when_the_limiter_storage_is_down(without_limiter_sto
 
 
 def test_a_deeply_nested_login_body_is_a_clear_400_without_a_logged_traceback(stack, client_for):
-    """Before: the per-email limit's key function parsed the body first and hit RecursionError, which
-    the limiter logged with a traceback on every such request."""
+    """End to end: a 400 naming the problem and no traceback in the API's log. (With today's order the
+    body guard answers before the route's limits parse the body; test_the_login_limit_key_never_raises
+    below covers the key function itself, whatever the order.)"""
     log = stack.processes["api"].log_path
     seen = log.stat().st_size
     body = '{"email": ' + "[" * 5000 + "]" * 5000 + ', "password": "x"}'
@@ -163,6 +164,24 @@ def test_a_deeply_nested_login_body_is_a_clear_400_without_a_logged_traceback(st
         handle.seek(seen)
         written = handle.read().decode(errors="replace")
     assert "Traceback" not in written and "Swallowing error" not in written, written[-2000:]
+
+
+def test_the_login_limit_key_never_raises():
+    """The per-email key function must be safe on its own, whatever order the limiter and the body guard
+    run in: a body too deep for the JSON parser, not JSON, or without a string email keys on the client's
+    address (before: RecursionError, which flask-limiter logs with a traceback and then skips the limit)."""
+    from flask import Flask
+
+    from api.dialects.chats.routes import login_key
+
+    app = Flask("key")
+    bodies = ['{"email": ' + "[" * 5000 + "]" * 5000 + "}", "not json", '{"email": 5}', "[]"]
+    for body in bodies:
+        with app.test_request_context("/api/auth/login", method="POST", data=body, content_type="application/json",
+                                      environ_base={"REMOTE_ADDR": "192.0.2.1"}):
+            assert login_key() == "login-ip:192.0.2.1"
+    with app.test_request_context("/api/auth/login", method="POST", json={"email": " Ada@Example.com "}):
+        assert login_key() == "login:ada@example.com"
 
 
 # -- password checks --------------------------------------------------------------------------------
