@@ -4,15 +4,34 @@ from __future__ import annotations
 import logging
 
 from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
 
-from api import errors
+from api import docs_ui, errors
 from api.dialects.common import STORABLE_JSON_SCHEMAS
 from api.extensions import api, limiter
-from shared.config import settings
+from shared.config import Settings, settings
+
+MIN_SECRET_KEY_CHARS = 32
+DEFAULT_SECRET_KEY = Settings.__dataclass_fields__["secret_key"].default
+
+
+def check_secret_key(config: Settings) -> None:
+    """Refuse to start a deployment (Redis or a database server configured) with the built-in or a
+    short SECRET_KEY: anyone who knows it can sign session cookies. The embedded mode (SQLite, no
+    Redis: ``make run`` on one machine) keeps its development default."""
+    deployed = bool(config.redis_url) or not config.database_url.startswith("sqlite")
+    if not deployed:
+        return
+    if config.secret_key == DEFAULT_SECRET_KEY or len(config.secret_key) < MIN_SECRET_KEY_CHARS:
+        raise RuntimeError(
+            f"SECRET_KEY must be set to a random value of at least {MIN_SECRET_KEY_CHARS} characters when "
+            "REDIS_URL or a database server is configured (it signs the session cookies); e.g. "
+            "SECRET_KEY=$(python -c 'import secrets; print(secrets.token_urlsafe(48))')")
 
 
 def create_app(config: dict | None = None) -> Flask:
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    check_secret_key(settings)
     app = Flask(__name__)
     app.config.update(
         SECRET_KEY=settings.secret_key,
@@ -26,12 +45,13 @@ def create_app(config: dict | None = None) -> Flask:
         OPENAPI_URL_PREFIX="/",
         OPENAPI_JSON_PATH="openapi.json",
         OPENAPI_SWAGGER_UI_PATH="/docs",
-        OPENAPI_SWAGGER_UI_URL="https://cdn.jsdelivr.net/npm/swagger-ui-dist/",
+        OPENAPI_SWAGGER_UI_URL=docs_ui.ASSET_URL,  # served from the pinned package, no CDN (api/docs_ui.py)
         RATELIMIT_STORAGE_URI=settings.redis_url or "memory://",
         RATELIMIT_DEFAULT=settings.rate_limit_default,
         RATELIMIT_HEADERS_ENABLED=True,
         RATELIMIT_HEADER_RETRY_AFTER="X-RateLimit-Retry-After",  # our 429s set Retry-After; polls keep theirs
-        RATELIMIT_SWALLOW_ERRORS=True,
+        RATELIMIT_SWALLOW_ERRORS=True,  # the API keeps serving without Redis; login fails closed instead
+        TRUSTED_PROXIES=settings.trusted_proxies,
         RATELIMIT_KEY_PREFIX=f"threadline:{settings.run_queue}",
         PERMANENT_SESSION_LIFETIME=settings.session_lifetime,
         API_SPEC_OPTIONS={
@@ -44,6 +64,11 @@ def create_app(config: dict | None = None) -> Flask:
         },
     )
     app.config.update(config or {})
+    if proxies := int(app.config["TRUSTED_PROXIES"]):
+        # Behind N reverse proxies, the client's address (rate limits per address) and the scheme/host
+        # (the same-origin check on cookie writes) come from the X-Forwarded-* headers they set. With 0
+        # (the default) those headers are ignored: a client cannot pick its own address.
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies, x_host=proxies, x_port=proxies)
     api.DEFAULT_ERROR_RESPONSE_NAME = None  # each dialect documents its own error format (alt_response)
     api.init_app(app)
     limiter.init_app(app)
@@ -65,6 +90,7 @@ def create_app(config: dict | None = None) -> Flask:
 
     from api import hardening, health
 
+    docs_ui.install(app)  # /docs/assets/: the Swagger UI files from the installed package
     health.install(app)  # /healthz (the process) and /readyz (its dependencies)
     hardening.install(app)  # request guards for every dialect
 

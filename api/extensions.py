@@ -5,6 +5,8 @@ from flask import request
 from flask_limiter import Limiter
 from flask_smorest import Api
 
+from shared.errors import Unavailable
+
 
 def rate_limit_key() -> str:
     """Limit by credential: the token (or session user) when authenticated, else the client address."""
@@ -14,6 +16,19 @@ def rate_limit_key() -> str:
     if principal is None:
         return f"ip:{request.remote_addr}"
     return f"token:{principal.token_id}" if principal.token_id else f"user:{principal.user_id}"
+
+
+def ip_key() -> str:
+    """The client's address (behind TRUSTED_PROXIES proxies: the one they forwarded, see api/__init__.py)."""
+    return f"ip:{request.remote_addr}"
+
+
+def require_enforced_limits() -> None:
+    """Fail closed where a limit is the protection (login): the limiter swallows storage errors so the
+    rest of the API keeps serving when Redis is down, and then records no limit for the request. A
+    route that calls this answers 503 instead of running unlimited."""
+    if limiter.enabled and not limiter.current_limits:
+        raise Unavailable("Logging in is temporarily unavailable; please retry shortly.", retry_after=5)
 
 
 def user_key() -> str:

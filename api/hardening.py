@@ -9,7 +9,8 @@ Hostile or broken input must end in a clear 4xx in the dialect's own format, nev
 - strings with NUL characters or unpaired surrogates anywhere in the body (keys too) or the query
   string → 422 (PostgreSQL cannot store ``\\x00`` in text, and a lone surrogate cannot be encoded as
   UTF-8). This is the only place that checks them: the dialects' schemas rely on it;
-- a ``context``/``state`` object larger than MAX_CONTEXT_BYTES → 422.
+- a ``context``/``state`` object larger than MAX_CONTEXT_BYTES → 422;
+- a non-empty body that is not ``application/json`` → 415 (every route of every dialect takes JSON).
 
 It also adds the IETF draft ``RateLimit-*`` headers for the rate limit that applied. (The
 ``If-Thread-Idle`` precondition is read by the posting routes, api/waiting.py, and passed to the
@@ -103,9 +104,15 @@ def check_context_size(body: Any) -> None:
 
 
 def guard_body() -> None:
-    if request.method not in BODY_METHODS or not request.is_json:
+    if request.method not in BODY_METHODS:
         return
     raw = request.get_data(cache=True)  # 413 here when over MAX_CONTENT_LENGTH
+    if not request.is_json:
+        if raw:  # every body the dialects take is JSON: a form or text body would otherwise read as {}
+            message = "The request body must be JSON (send 'Content-Type: application/json')."
+            raise RequestInvalid(message, FieldError(("header", "Content-Type"), message, "unsupported_media_type"),
+                                 status=415, code="unsupported_media_type")
+        return
     if not raw:
         return
     body = parse_json_body(raw)

@@ -5,37 +5,50 @@ checks each dependency with a short timeout and answers 503 when one is down (se
 for now), naming which one: ``database``, ``broker`` and, when it is a separate server, ``redis``
 (rate limits and run-finished notifications). Error details stay in the log; the probe only names
 the exception class, never a URL or a password.
+
+``/readyz`` is unauthenticated and exempt from rate limits (orchestrators probe it), so a flood of
+probes must stay cheap: its result is cached for ``READY_CACHE_SECONDS`` and computed by one request
+at a time per process (single flight: concurrent probes wait for that one result instead of each
+checking). The checks use pooled connections kept for the probe: one PostgreSQL connection per API
+process (a pool of one, apart from the request pool so a probe neither waits on nor disturbs it)
+and one Redis client per URL. So however many probes arrive, each API process holds at most one
+probe connection to PostgreSQL (tests/integration/test_security_api.py floods it with 2,000).
 """
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import uuid
 from typing import Callable
 
 from flask import Blueprint, Flask, jsonify
 from sqlalchemy import Engine, create_engine, text
-from sqlalchemy.pool import NullPool
 
 from shared import db
 from shared.config import settings
 
 log = logging.getLogger(__name__)
 PROBE_TIMEOUT = 2  # seconds, per dependency
+READY_CACHE_SECONDS = 1.0  # a probe result serves every probe of the next second
 
 blp = Blueprint("health", __name__)
 _probe_engine: Engine | None = None
+_redis_clients: dict[str, object] = {}
+_lock = threading.Lock()  # green under gevent (the API's gunicorn workers are monkey-patched)
+_cached: tuple[float, dict] | None = None  # (monotonic expiry, results)
 
 
 def _database_engine() -> Engine:
-    """A pool-less engine with a connect timeout, so a probe neither waits on nor disturbs the
-    request pool; SQLite (embedded mode) simply uses the application's engine."""
+    """A pool of one connection with a connect and statement timeout, apart from the request pool;
+    SQLite (embedded mode) simply uses the application's engine."""
     global _probe_engine
     if settings.database_url.startswith("sqlite"):
         return db.engine()
     if _probe_engine is None:
         _probe_engine = create_engine(
-            settings.database_url, poolclass=NullPool,
+            settings.database_url, pool_size=1, max_overflow=0, pool_timeout=PROBE_TIMEOUT, pool_pre_ping=False,
+            pool_recycle=300,
             connect_args={"connect_timeout": PROBE_TIMEOUT, "options": f"-c statement_timeout={PROBE_TIMEOUT * 1000}"},
         )
     return _probe_engine
@@ -47,13 +60,14 @@ def check_database() -> None:
 
 
 def _ping_redis(url: str) -> None:
+    """PING through a client kept per URL (its own small connection pool), not a new client per probe."""
     import redis
 
-    client = redis.Redis.from_url(url, socket_connect_timeout=PROBE_TIMEOUT, socket_timeout=PROBE_TIMEOUT)
-    try:
-        client.ping()
-    finally:
-        client.close()
+    client = _redis_clients.get(url)
+    if client is None:
+        client = _redis_clients[url] = redis.Redis.from_url(
+            url, socket_connect_timeout=PROBE_TIMEOUT, socket_timeout=PROBE_TIMEOUT, max_connections=2)
+    client.ping()
 
 
 def check_broker() -> None:
@@ -90,10 +104,25 @@ def healthz():
     return jsonify(status="ok")
 
 
+def readiness() -> dict:
+    """Every check's result, at most READY_CACHE_SECONDS old; one request per process computes it."""
+    global _cached
+    cached = _cached
+    if cached is not None and cached[0] > time.monotonic():
+        return cached[1]
+    with _lock:
+        cached = _cached
+        if cached is not None and cached[0] > time.monotonic():
+            return cached[1]  # computed by the request we waited for
+        results = {name: _run(check) for name, check in checks().items()}
+        _cached = (time.monotonic() + READY_CACHE_SECONDS, results)
+        return results
+
+
 @blp.get("/readyz")
 def readyz():
-    """Each dependency up or down; 503 when any is down."""
-    results = {name: _run(check) for name, check in checks().items()}
+    """Each dependency up or down; 503 when any is down (cached for a second, see the module docstring)."""
+    results = readiness()
     ready = all(r["status"] == "up" for r in results.values())
     response = jsonify(status="ready" if ready else "unavailable", checks=results)
     response.status_code = 200 if ready else 503

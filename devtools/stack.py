@@ -129,7 +129,7 @@ class Stack:
             "RUN_QUEUE": self.queue,
             "OPENAI_BASE_URL": f"{self.model_url}/v1",
             "OPENAI_API_KEY": "test",
-            "SECRET_KEY": "test-secret",
+            "SECRET_KEY": f"test-secret-{uuid.uuid4().hex}",  # production mode refuses a short key
             "WAIT_DEFAULT": "20",
             "WAIT_MAX": "30",
             "MODEL_TIMEOUT": "5",
@@ -140,6 +140,8 @@ class Stack:
             "RUN_MAX_ATTEMPTS": "3",
             "RATE_LIMIT_DEFAULT": "100000/minute",
             "RATE_LIMIT_MESSAGES": "100000/minute",
+            "RATE_LIMIT_LOGIN_IP": "100000/minute",  # every test logs in from 127.0.0.1
+            "RATE_LIMIT_LOGIN_GLOBAL": "100000/minute",
             "SESSION_COOKIE_SECURE": "false",
             "PYTHONUNBUFFERED": "1",
             **overrides,

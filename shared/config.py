@@ -134,6 +134,12 @@ class Settings:
     stream_step_output_chars: int = env("STREAM_STEP_OUTPUT_CHARS", 500)  # a step's output in step.completed
     scripted_model_token_rate: float = env("SCRIPTED_MODEL_TOKEN_RATE", 0.0)  # tokens/s (0 = as fast as it can)
     scripted_model_first_token_delay: float = env("SCRIPTED_MODEL_FIRST_TOKEN_DELAY", 0.0)  # seconds
+    # Security (api/extensions.py, api/dialects/chats/routes.py, api/__init__.py; docs/security.md)
+    rate_limit_login_ip: str = env("RATE_LIMIT_LOGIN_IP", "30/minute")  # login attempts per client address
+    rate_limit_login_global: str = env("RATE_LIMIT_LOGIN_GLOBAL", "600/minute")  # login attempts in total
+    trusted_proxies: int = env("TRUSTED_PROXIES", 0)  # reverse proxies in front of the API (X-Forwarded-*)
+    # query_data views connect with this URL (a role that may only read) when set; empty: DATABASE_URL
+    data_views_database_url: str = env("DATA_VIEWS_DATABASE_URL", "")
 
     @property
     def embedded(self) -> bool:

@@ -157,6 +157,14 @@ class Target:
         return host if self.url.port is None else f"{host}:{self.port}"
 
 
+def _is_ip_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
+
+
 def check_url(url: str | httpx.URL) -> Target:
     """Parse, resolve and check a URL; raise Blocked unless every address it resolves to may be reached."""
     try:
@@ -171,19 +179,24 @@ def check_url(url: str | httpx.URL) -> Target:
         raise Blocked("URLs with credentials are not fetched")
     host = parsed.raw_host.decode("ascii").lower().rstrip(".")  # IDNA-encoded, as DNS and Host see it
     port = parsed.port or DEFAULT_PORTS[parsed.scheme]
+    # A host name that does not resolve and one that resolves to an internal address get the same
+    # answer, so the tool cannot be used to probe which internal names exist. An IP literal names its
+    # address itself: its answer may say what kind of address it is.
+    literal = _is_ip_literal(host)
+    not_public = f"refusing to fetch {host}: it does not resolve to a public address"
     try:
         addresses = resolve(host, port)
     except (OSError, UnicodeError, ValueError):
-        raise FetchError(f"could not resolve the host {host}") from None
+        raise Blocked(not_public) from None
     if not addresses:
-        raise FetchError(f"could not resolve the host {host}")
+        raise Blocked(not_public)
     host_allowed = is_allowed(host, port, None)
     for ip in addresses:
         if host_allowed or is_allowed(host, port, ip):
             continue
         reason = blocked_reason(ip)
         if reason:
-            raise Blocked(f"refusing to fetch {host}: it resolves to {reason}")
+            raise Blocked(f"refusing to fetch {host}: it resolves to {reason}" if literal else not_public)
     return Target(url=parsed, host=host, port=port, ip=addresses[0])
 
 

@@ -19,7 +19,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import String, Uuid, bindparam, text
+from sqlalchemy import Engine, String, Uuid, bindparam, create_engine, text
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from shared import db
@@ -220,11 +220,26 @@ def _fetch(conn, statement, binds: dict[str, Any], cap: int) -> tuple[list[dict[
     return [{k: _jsonable(v) for k, v in row.items()} for row in rows[:cap]], len(rows) > cap
 
 
+_views_engine: Engine | None = None
+
+
+def views_engine() -> Engine:
+    """Where views run: DATA_VIEWS_DATABASE_URL (production: a role granted SELECT only, see
+    docs/security.md), else the application's engine. Either way in a READ ONLY transaction."""
+    global _views_engine
+    if not settings.data_views_database_url:
+        return db.engine()
+    if _views_engine is None:
+        _views_engine = create_engine(settings.data_views_database_url, pool_size=2, max_overflow=4,
+                                      pool_pre_ping=True, pool_timeout=settings.db_pool_timeout)
+    return _views_engine
+
+
 def _execute(sql: str, binds: dict[str, Any]) -> tuple[list[dict[str, Any]], bool]:
     """Run one view's SQL read-only, bounded in time and rows."""
     statement = text(sql).bindparams(bindparam("tenant_id", type_=Uuid()), bindparam("user_id", type_=String()))
     cap, seconds = settings.data_row_cap, settings.data_statement_timeout
-    with db.engine().connect() as conn:
+    with views_engine().connect() as conn:
         if conn.dialect.name == "postgresql":
             with conn.begin():
                 conn.exec_driver_sql("SET TRANSACTION READ ONLY")

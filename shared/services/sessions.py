@@ -13,7 +13,7 @@ import secrets
 import uuid
 from datetime import timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 from shared.config import settings
 from shared.db import transaction
@@ -68,14 +68,21 @@ def resolve_session(session_id: str, nonce: str, user_id: str) -> Principal:
                          token_id=row.ApiToken.id)
 
 
-def close_session(session_id: str) -> None:
-    """Revoke the session (logout). Unknown or malformed ids are ignored: logging out is idempotent."""
+def close_session(session_id: str, nonce: str) -> bool:
+    """Revoke the session (logout) when ``nonce`` is the session's own; True when one was revoked.
+
+    The nonce is checked like on every request (constant time), so a cookie that names someone
+    else's session id without its nonce ends nothing. Unknown or malformed ids, a wrong nonce and an
+    ended session are ignored: logging out is idempotent."""
     try:
         key = uuid.UUID(str(session_id))
     except ValueError:
-        return
+        return False
     with transaction() as session:
-        session.execute(
-            update(ApiToken).where(ApiToken.id == key, ApiToken.name == SESSION_NAME, ApiToken.revoked_at.is_(None))
-            .values(revoked_at=utcnow())
-        )
+        row = session.scalar(select(ApiToken).where(
+            ApiToken.id == key, ApiToken.name == SESSION_NAME, ApiToken.prefix == SESSION_PREFIX,
+            ApiToken.revoked_at.is_(None)).with_for_update())
+        if row is None or not hmac.compare_digest(row.token_hash, _digest(str(nonce))):
+            return False
+        row.revoked_at = utcnow()
+        return True

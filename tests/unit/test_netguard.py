@@ -66,10 +66,23 @@ def test_odd_spellings_of_loopback_are_refused_after_real_resolution(monkeypatch
 def test_hostname_resolving_to_a_private_address_is_refused(monkeypatch):
     with_settings(monkeypatch, fetch_allowlist=())
     fake_dns(monkeypatch, {"intranet.example.com": ["10.1.2.3"], "sneaky.example.com": ["93.184.216.34", "127.0.0.1"]})
-    with pytest.raises(netguard.Blocked, match="private"):
+    with pytest.raises(netguard.Blocked, match="does not resolve to a public address"):
         netguard.check_url("https://intranet.example.com/")
-    with pytest.raises(netguard.Blocked, match="loopback"):  # one bad answer among good ones is enough
+    with pytest.raises(netguard.Blocked, match="does not resolve to a public address"):  # one bad answer is enough
         netguard.check_url("https://sneaky.example.com/")
+
+
+def test_an_unresolvable_name_and_an_internal_one_get_the_same_answer(monkeypatch):
+    """Issue 15: different errors for "cannot resolve" and "private address" let a prompt probe which
+    internal host names exist. Both are one Blocked with one message (the host name aside)."""
+    with_settings(monkeypatch, fetch_allowlist=())
+    fake_dns(monkeypatch, {"db.internal": ["10.0.0.5"]})  # every other name fails to resolve
+    errors = []
+    for host in ("db.internal", "nothing-here.internal"):
+        with pytest.raises(netguard.FetchError) as caught:
+            netguard.check_url(f"http://{host}/")
+        errors.append((type(caught.value), str(caught.value).replace(host, "HOST")))
+    assert errors[0] == errors[1] == (netguard.Blocked, "refusing to fetch HOST: it does not resolve to a public address")
 
 
 def test_public_hostname_is_pinned_to_the_checked_address(monkeypatch):

@@ -13,7 +13,7 @@ from api import auth, streaming
 from api.dialects.chats import schemas
 from api.dialects.common import AnswerHeaders, document_errors, poll_headers
 from api.errors import Dialect, Problem
-from api.extensions import limiter, user_key
+from api.extensions import ip_key, limiter, require_enforced_limits, user_key
 from api.waiting import idempotency_key, requested_wait, thread_idle_required
 from shared.config import settings
 from shared.errors import Forbidden
@@ -65,24 +65,47 @@ def present_message(message: Message, chat_id: uuid.UUID) -> dict:
 
 
 def login_key() -> str:
-    body = request.get_json(silent=True)
+    """The per-email login limit's key. The limiter calls it before any body guard, so it must never
+    raise: a body that is not JSON, is nested too deeply (RecursionError) or has no string email falls
+    back to the client's address (the per-IP login limit counts it anyway)."""
+    try:
+        body = request.get_json(silent=True)
+    except (RecursionError, ValueError):
+        body = None
     email = body.get("email") if isinstance(body, dict) else None
     return f"login:{email.strip().lower()[:320]}" if isinstance(email, str) else f"login-ip:{request.remote_addr}"
 
 
+def login_global_key() -> str:
+    """One bucket for every login to this deployment: a cap on password guessing from many addresses."""
+    return "login:all"
+
+
+# Three login limits besides the default per-address limit (override_defaults=False keeps it): per
+# email (RATE_LIMIT_LOGIN), per client address (RATE_LIMIT_LOGIN_IP, across any number of emails) and
+# for the whole deployment (RATE_LIMIT_LOGIN_GLOBAL). Each answers 429; without the limiter's storage
+# login answers 503 (require_enforced_limits).
 @auth_blp.route("/login", methods=["POST"])
-@limiter.limit(lambda: settings.rate_limit_login, key_func=login_key)
+@limiter.limit(lambda: settings.rate_limit_login, key_func=login_key, override_defaults=False)
+@limiter.limit(lambda: settings.rate_limit_login_ip, key_func=ip_key, override_defaults=False)
+@limiter.limit(lambda: settings.rate_limit_login_global, key_func=login_global_key, override_defaults=False)
 @auth_blp.arguments(schemas.LoginRequest, error_status_code=400)
 @auth_blp.response(200, schemas.UserEnvelope)
 @auth_blp.doc(security=[])
 @document_errors(auth_blp, {400: (E, "Invalid request body"), 401: (E, "Wrong email or password"),
-                            429: (E, "Too many login attempts for this email (see Retry-After)"), **DEFAULT})
+                            403: (E, "Posted by another site (Origin / Sec-Fetch-Site)"),
+                            415: (E, "The body is not JSON"),
+                            429: (E, "Too many login attempts for this email, from this address or in total "
+                                     "(see Retry-After)"),
+                            503: (E, "The rate limiter's storage is unreachable: login is refused meanwhile"),
+                            **DEFAULT})
 def login(body):
     """Log in with email and password.
 
     Sets an HTTP-only, SameSite=Lax session cookie (Secure in production) that authenticates the chats
     routes: ``curl -c cookies.txt`` here, then ``curl -b cookies.txt`` for the chats calls.
     """
+    require_enforced_limits()
     principal = auth.log_in(body["email"], body["password"])
     return {"data": {"id": principal.user_id, "email": body["email"].strip().lower(), "tenantId": principal.tenant_id}}
 
