@@ -94,8 +94,9 @@ class Hosts:
                 "REDIS_URL": redis_url, "CELERY_BROKER_URL": redis_url,
                 "OPENAI_BASE_URL": f"http://127.0.0.1:{MODEL_PORT}/v1"}
 
-    def spawn(self, name: str, host: str, command: processes.Command) -> Process:
-        process = Process(name, self.topology[host].argv(command.argv()), self.env_for(host), self.stack.tmp).start()
+    def spawn(self, name: str, host: str, command: processes.Command, env: dict[str, str] | None = None) -> Process:
+        process = Process(name, self.topology[host].argv(command.argv()), {**self.env_for(host), **(env or {})},
+                          self.stack.tmp).start()
         self.stack.processes[name] = process
         return process
 
@@ -110,13 +111,21 @@ class Hosts:
                                          seed=100 + host.index).start(),
             }
 
-    def start_worker(self, host: str, name: str | None = None, module: str | None = None) -> Process:
+    def start_worker(self, host: str, name: str | None = None, module: str | None = None,
+                     env: dict[str, str] | None = None) -> Process:
         name = name or f"worker-{host}"
         command = processes.worker(processes.PRODUCTION, self.stack.queue, hostname=f"{name}-{self.stack.tag}@%h")
         if module is not None:  # the same worker through a wrapper module (the skewed clock)
             command = processes.Command(module, command.args)
-        process = self.spawn(name, host, command)
-        wait_until(lambda: "ready" in process.log_path.read_text(errors="replace"), timeout=60, what=f"{name} ready")
+        log = self.stack.tmp / f"{name}.log"
+        offset = log.stat().st_size if log.exists() else 0  # a restarted worker appends to its log
+        process = self.spawn(name, host, command, env)
+
+        def ready():
+            with open(log, "rb") as handle:
+                handle.seek(offset)
+                return b" ready." in handle.read()
+        wait_until(ready, timeout=60, what=f"{name} ready")
         return process
 
     def start_api(self, host: str, wait: bool = True) -> Process:
