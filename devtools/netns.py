@@ -183,9 +183,8 @@ def remove_leftovers() -> list[str]:
         if len(parts) < 2:
             continue
         name = parts[1].strip().split("@")[0]
-        if name.startswith(PREFIX):
-            _ip("link", "del", name, check=False)
-            removed.append(name)
+        if name.startswith(PREFIX) and _ip("link", "del", name, check=False).returncode == 0:
+            removed.append(name)  # (deleting one end of a veth pair deletes the other)
     return removed
 
 
