@@ -26,6 +26,22 @@ class HostsLedger(Ledger):
     def __init__(self) -> None:
         super().__init__()
         self.measured: dict[str, dict] = {}
+        self.replays = 0
+        self._seen: set[str] = set()
+
+    def posted(self, response) -> None:
+        """As the fault suite's, but a replay (the same Idempotency-Key, e.g. waited for on the other
+        API host) is counted as a replay, not as another message sent."""
+        if response.status_code == 201:
+            message_id = response.json()["createdMessage"]["id"]
+            with self._lock:
+                if message_id in self._seen:
+                    self.posts += 1
+                    self.replays += 1
+                    self.statuses[201] += 1
+                    return
+                self._seen.add(message_id)
+        super().posted(response)
 
     def measure(self, test: str, **figures) -> None:
         """Record what ``test`` measured; numbers are rounded for reading."""
@@ -38,7 +54,7 @@ class HostsLedger(Ledger):
         verdict = self.verdict(engine)
         for unused in ("hostile_requests", "hostile_statuses", "5xx_for_bad_input", "pending_during_outage"):
             verdict.pop(unused, None)
-        self.summary = {**verdict, "tests": self.measured}
+        self.summary = {**verdict, "replays": self.replays, "tests": self.measured}
         SUMMARY_PATH.write_text(json.dumps(self.summary, indent=2) + "\n")
         return self.summary
 
