@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from sqlalchemy import and_, bindparam, func, insert, or_, select, update
@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 from shared.config import settings
 from shared.db import transaction
 from shared.errors import Conflict, RateLimited
-from shared.models import ACTIVE_STATUSES, Message, Run, RunStep, Status, StepStatus, Thread, User, Workflow, utcnow
+from shared.models import ACTIVE_STATUSES, Message, Run, RunStep, Status, StepStatus, Thread, User, Workflow
 
 FAILED_TEXT = "Sorry, I could not produce an answer this time. Please try again."
 
@@ -206,13 +206,31 @@ _MARK_IN_PROGRESS = (
 )
 
 
+_PG_CLOCK = select(func.clock_timestamp())
+_SQLITE_CLOCK = select(func.strftime("%Y-%m-%d %H:%M:%f", "now"))
+
+
+def database_now(session: Session) -> datetime:
+    """The database server's clock: the one clock every lease decision reads.
+
+    Leases are compared across hosts (a worker takes over a run when *its* view says the lease
+    expired), so they must not depend on the worker's own clock: a worker whose clock runs ahead
+    would take live runs away from their owner, one whose clock lags would hand out leases that are
+    already expired. ``clock_timestamp()`` rather than ``now()``: the latter is frozen at the start
+    of the transaction. SQLite is a file on this very host, so its clock is the host's (read through
+    SQLite, not through Python)."""
+    if session.get_bind().dialect.name == "postgresql":
+        return session.scalar(_PG_CLOCK)
+    return datetime.fromisoformat(session.scalar(_SQLITE_CLOCK)).replace(tzinfo=timezone.utc)
+
+
 def claim(run_id: uuid.UUID, owner: str) -> RunJob | None:
     """Take the run if it is queued (or its lease expired) and its turn has come; None otherwise.
 
-    Three statements in one transaction: the conditional claim, the response message marked in
-    progress, and the request with its history and thread."""
-    now = utcnow()
+    Three statements in one transaction (after reading the database's clock): the conditional
+    claim, the response message marked in progress, and the request with its history and thread."""
     with transaction() as session:
+        now = database_now(session)
         claimed = session.execute(_CLAIM, {
             "run_id": run_id, "now": now, "max_attempts": settings.run_max_attempts, "owner": owner,
             "lease_until": now + timedelta(seconds=settings.lease_seconds),
@@ -255,8 +273,8 @@ def _fail_if_out_of_attempts(session, run_id: uuid.UUID, now: datetime) -> None:
 
 def renew_lease(run_id: uuid.UUID, owner: str) -> bool:
     """Extend the lease; False means another worker took the run over and this one must stop."""
-    now = utcnow()
     with transaction() as session:
+        now = database_now(session)
         return session.execute(
             update(Run)
             .where(Run.id == run_id, Run.lease_owner == owner, Run.status == Status.IN_PROGRESS)
@@ -314,7 +332,7 @@ def _write_answer(session, *, run_id: uuid.UUID, attempt: int, thread_id: int, r
 
 def _finish(session, run: Run, outcome: Outcome, status: Status) -> None:
     """End a run the worker does not hold (out of attempts): its answer, then the run row."""
-    now = utcnow()
+    now = database_now(session)
     _write_answer(session, run_id=run.id, attempt=run.attempts, thread_id=run.thread_id,
                   response_message_id=run.response_message_id, outcome=outcome, status=status, now=now)
     session.execute(
@@ -337,8 +355,8 @@ def finish(job: RunJob, outcome: Outcome) -> Finished | None:
     One transaction: the lease-conditional run update, the answer, and the look-up of the thread's
     next queued message."""
     status = Status.FAILED if outcome.is_error else Status.COMPLETED
-    now = utcnow()
     with transaction() as session:
+        now = database_now(session)
         ended = session.execute(_END_RUN, {
             "run_id": job.run_id, "owner": job.owner, "new_status": status, "new_finished_at": now,
             "new_usage": outcome.usage, "new_error": outcome.error,
@@ -356,11 +374,11 @@ def sweep() -> tuple[list[uuid.UUID], list[uuid.UUID]]:
     Returns (runs to enqueue again, runs ended as failed). Runs out of attempts fail with an
     is_error answer; the others are marked queued and touched so one sweep does not repeat them.
     """
-    now = utcnow()
-    stale_queued = now - timedelta(seconds=settings.queued_stale_seconds)
     requeue: list[uuid.UUID] = []
     failed: list[uuid.UUID] = []
     with transaction() as session:
+        now = database_now(session)
+        stale_queued = now - timedelta(seconds=settings.queued_stale_seconds)
         lost = session.scalars(
             select(Run)
             .where(
