@@ -47,6 +47,11 @@ def create_app(config: dict | None = None) -> Flask:
         OPENAPI_SWAGGER_UI_PATH="/docs",
         OPENAPI_SWAGGER_UI_URL=docs_ui.ASSET_URL,  # served from the pinned package, no CDN (api/docs_ui.py)
         RATELIMIT_STORAGE_URI=settings.redis_url or "memory://",
+        # Without timeouts an API host whose packets to Redis vanish (a partition, not a refused
+        # connection) hangs every request in the limiter's INCR until TCP gives up, minutes later
+        # (tests/hosts/test_redis_partition.py). With them the limiter errs within 2 s and, swallowed,
+        # the request goes on; waits fall back to re-reading the database.
+        RATELIMIT_STORAGE_OPTIONS={"socket_timeout": 2, "socket_connect_timeout": 2} if settings.redis_url else {},
         RATELIMIT_DEFAULT=settings.rate_limit_default,
         RATELIMIT_HEADERS_ENABLED=True,
         RATELIMIT_HEADER_RETRY_AFTER="X-RateLimit-Retry-After",  # our 429s set Retry-After; polls keep theirs
