@@ -94,6 +94,7 @@ function connection(lost) {
 
 function showLogin(message = "") {
   state.user = null;
+  delete document.body.dataset.signedIn;
   stopStreaming();
   $("chat-view").hidden = true;
   $("pickers").hidden = true;
@@ -121,6 +122,7 @@ async function signedIn(user) {
     catch (error) { newChat(); if (error.status !== 404 && error.status !== 400) showError(error); }
   } else newChat();
   $("input").focus();
+  document.body.dataset.signedIn = "true"; // loaded: the browser tests wait for this
 }
 
 $("login-form").addEventListener("submit", async (event) => {
