@@ -234,7 +234,8 @@ def test_phone_width(open_page, user, artifacts):
     send(page, "Show me some code:\n```\nfor item in range(3):\n    print(item)\n```\n- one\n- two")
     wait_finished(page)
     assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")  # nothing overflows
-    assert page.locator("#sidebar").bounding_box()["x"] < 0  # the chat list is folded away …
+    assert page.evaluate("document.getElementById('sidebar').getBoundingClientRect().x") < 0  # folded away …
+    assert page.locator("#sidebar").is_hidden()
     page.screenshot(path=str(artifacts / "chat-phone.png"))
     page.click("#toggle-chats")  # … and opens on demand
     page.wait_for_function("() => document.getElementById('sidebar').getBoundingClientRect().x >= 0")
