@@ -241,3 +241,39 @@ def test_phone_width(open_page, user, artifacts):
     page.wait_for_function("() => document.getElementById('sidebar').getBoundingClientRect().x >= 0")
     page.screenshot(path=str(artifacts / "chat-phone-chats.png"))
     assert re.fullmatch(r"Show me some code:.*", page.locator(".chat-link").first.inner_text())
+
+
+def test_the_workflow_picker_shows_the_tenants_workflows(open_page, user, client):
+    from shared.services import workflows
+
+    flow = workflows.create_workflow(user.tenant_id, "Support desk", system_prompt="Answer briefly.")
+    page, _ = open_page()
+    log_in(page, user)
+    assert page.locator("#workflow-label").is_visible()
+    page.select_option("#workflow-picker", label="Support desk")
+    send(page, "Hello workflow")
+    wait_finished(page)
+    chat = client.get(f"/api/chats/{chat_id_of(page)}").json()["data"]
+    assert chat["workflowId"] == str(flow.id)
+
+
+RENDER_CASES = [
+    ("<b>x</b>", "<p>&lt;b&gt;x&lt;/b&gt;</p>"),
+    ("a **b** *c* `<i>`", "<p>a <strong>b</strong> <em>c</em> <code>&lt;i&gt;</code></p>"),
+    ("[x](javascript:alert(1))", "<p>[x](javascript:alert(1))</p>"),
+    ('[x](https://a.example/"onmouseover="y)', '<p><a href="https://a.example/&quot;onmouseover=&quot;y" '
+                                               'rel="noopener noreferrer nofollow" target="_blank">x</a></p>'),
+    ("- one\n- two\n\n1. first", "<ul><li>one</li><li>two</li></ul><ol><li>first</li></ol>"),
+    ("```py\n<tag> & **not bold**\n", '<pre class="code" data-lang="py"><code>&lt;tag&gt; &amp; **not bold**</code></pre>'),
+    ("line one\nline two\n\nnext", "<p>line one<br>line two</p><p>next</p>"),
+    ("snake_case and 2*3*4", "<p>snake_case and 2*3*4</p>"),
+]
+
+
+@pytest.mark.parametrize("source, html", RENDER_CASES)
+def test_the_markdown_renderer_escapes_first(open_page, source, html):
+    page, _ = open_page()
+    page.goto("/")
+    rendered = page.evaluate("async (source) => (await import('/web/static/markdown.js')).renderMarkdown(source)",
+                             source)
+    assert rendered == html

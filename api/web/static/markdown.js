@@ -75,6 +75,7 @@ export function renderMarkdown(text) {
       const body = [];
       let j = i + 1;
       while (j < lines.length && !lines[j].trim().startsWith(fence[1])) body.push(lines[j++]);
+      if (j >= lines.length) while (body.length && !body[body.length - 1].trim()) body.pop(); // still streaming
       const lang = fence[2] ? ` data-lang="${fence[2]}"` : "";
       html.push(`<pre class="code"${lang}><code>${body.join("\n")}</code></pre>`);
       i = j;
