@@ -277,3 +277,20 @@ def test_the_markdown_renderer_escapes_first(open_page, source, html):
     rendered = page.evaluate("async (source) => (await import('/web/static/markdown.js')).renderMarkdown(source)",
                              source)
     assert rendered == html
+
+
+def test_a_lost_connection_shows_reconnecting_and_resumes(open_page, user, client, model_pace):
+    model_pace(token_rate=10)
+    page, _ = open_page()
+    log_in(page, user)
+    send(page, "An answer that keeps going while the network is away for a moment.")
+    page.wait_for_function(f"() => document.querySelector('{ANSWER} .body')?.textContent.length > 10")
+    chat_id = chat_id_of(page)
+    page.route("**/stream**", lambda route: route.abort("internetdisconnected"))  # the network is gone
+    page.reload()
+    page.wait_for_selector("#connection:not([hidden])")  # "Reconnecting…", while EventSource retries
+    page.unroute("**/stream**")
+    wait_finished(page)
+    page.wait_for_selector("#connection", state="hidden")
+    [_, answer] = stored_messages(client, chat_id)
+    assert page.locator(f"{ANSWER} .body").inner_text().strip() == answer["content"].strip()

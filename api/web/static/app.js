@@ -202,6 +202,8 @@ function closeSidebar() {
   document.body.classList.remove("sidebar-open");
   $("toggle-chats").setAttribute("aria-expanded", "false");
 }
+$("scroller").addEventListener("click", closeSidebar);
+document.addEventListener("keydown", (event) => { if (event.key === "Escape") closeSidebar(); });
 $("toggle-chats").addEventListener("click", () => {
   const open = document.body.classList.toggle("sidebar-open");
   $("toggle-chats").setAttribute("aria-expanded", String(open));
