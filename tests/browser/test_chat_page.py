@@ -294,3 +294,23 @@ def test_a_lost_connection_shows_reconnecting_and_resumes(open_page, user, clien
     page.wait_for_selector("#connection", state="hidden")
     [_, answer] = stored_messages(client, chat_id)
     assert page.locator(f"{ANSWER} .body").inner_text().strip() == answer["content"].strip()
+
+
+def test_errors_are_visible_401_shows_the_login_form_429_says_when_to_retry(open_page, user):
+    page, _ = open_page()
+    log_in(page, user)
+    # 429: the server's answer to a flood, as the rate limiter sends it (a stand-in: the real limit is
+    # per minute and shared with other tests' users).
+    page.route("**/api/chats/*/messages", lambda route: route.fulfill(
+        status=429, headers={"Retry-After": "7", "Content-Type": "application/json"},
+        body='{"statusCode": 429, "error": "Too Many Requests", "message": "Too many requests."}'))
+    send(page, "too fast")
+    page.wait_for_selector("#banner:not([hidden])")
+    assert page.locator("#banner").inner_text() == "Slow down: too many requests. Retry in 7 s."
+    assert page.locator("#input").input_value() == "too fast"  # nothing lost
+    page.unroute("**/api/chats/*/messages")
+    # 401: the session ended on the server (the cookie is gone): the next call brings the login form back.
+    page.context.clear_cookies()
+    send(page, "still there?")
+    page.wait_for_selector("#login-view:not([hidden])")
+    assert "session has ended" in page.locator("#login-error").inner_text()
