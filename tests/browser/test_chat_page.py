@@ -79,6 +79,7 @@ def test_login_send_and_watch_the_answer_stream(open_page, user, client, model_p
     watch_answer_text(page)
     send(page, "Hello there, tell me about **streaming**")
     page.wait_for_selector(f"{ANSWER} .steps li")  # steps show while the answer is produced
+    page.screenshot(path=str(artifacts / "chat-streaming.png"))
     wait_finished(page)
 
     texts = [s["text"] for s in page.evaluate("window.seen")]
