@@ -5,12 +5,14 @@ messages on scroll, show hostile HTML as text, and fit a phone screen. Screensho
 var/artifacts/browser/."""
 from __future__ import annotations
 
+import json
 import re
 import uuid
 
 import httpx
 import pytest
 
+from devtools.stack import wait_until
 from shared.config import settings
 from shared.services import knowledge
 from tests.integration.test_docs_tools import FLUX
@@ -315,3 +317,36 @@ def test_errors_are_visible_401_shows_the_login_form_429_says_when_to_retry(open
     send(page, "still there?")
     page.wait_for_selector("#login-view:not([hidden])")
     assert "session has ended" in page.locator("#login-error").inner_text()
+
+
+def test_stop_follows_the_cancel_contract(open_page, user, client, model_pace):
+    """The page's side of the cancel contract, whether or not this API has the route yet: POST
+    …/cancel answers 200 {"data": <the message, status cancelled, the partial text>}; the page stops
+    following the stream and shows that text marked as stopped."""
+    model_pace(token_rate=8)
+    page, _ = open_page()
+    log_in(page, user)
+    calls = []
+
+    def cancel(route):
+        chat_id, message_id = route.request.url.split("/api/chats/")[1].split("/messages/")
+        calls.append(route.request.method)
+        route.fulfill(status=200, content_type="application/json", body=json.dumps({"data": {
+            "id": message_id.split("/")[0], "chatId": chat_id, "role": "assistant", "content": "A partial answer",
+            "createdAt": "2026-01-01T00:00:00.000Z", "status": "cancelled", "citations": []}}))
+
+    page.route("**/messages/*/cancel", cancel)
+    send(page, "Write something long that I will stop.")
+    page.wait_for_function(f"() => document.querySelector('{ANSWER} .body')?.textContent.length > 5")
+    page.click("#stop")
+    wait_finished(page, "cancelled")
+    assert calls == ["POST"]
+    assert page.locator(f"{ANSWER} .body").inner_text() == "A partial answer"
+    assert page.locator(f"{ANSWER} .status").inner_text() == "Stopped"
+    assert page.locator("#stop").is_hidden() and page.locator("#send").is_enabled()
+    # The run (not really cancelled here) ends on the server: the stream the page let go of must not
+    # write into the answer any more.
+    chat_id = chat_id_of(page)
+    wait_until(lambda: stored_messages(client, chat_id)[1]["status"] == "completed", what="the run's end")
+    page.evaluate("() => new Promise(requestAnimationFrame)")
+    assert page.locator(f"{ANSWER} .body").inner_text() == "A partial answer"
