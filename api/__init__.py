@@ -86,10 +86,13 @@ def create_app(config: dict | None = None) -> Flask:
     errors.register(app, ai_threads.DIALECT)
     api.register_blueprint(chats.auth_blp)
     api.register_blueprint(chats.blp)
+    api.register_blueprint(chats.catalog_blp)
     errors.register(app, chats.DIALECT)
     api.register_blueprint(v1_threads.blp)
     errors.register(app, v1_threads.DIALECT)
-    from api import streaming
+    from api import streaming, web
+
+    app.register_blueprint(web.bp)  # the chat page at / and /chat (not in the OpenAPI document)
 
     streaming.document(api.spec)  # the text/event-stream answers next to the JSON ones
 

@@ -32,7 +32,7 @@ EXAMPLE_HEADERS = {"Accept": "application/json", "Content-Type": "application/js
 # "Response Fields" of the seed; ``status`` is Threadline's one addition (queued/in_progress/completed/failed).
 MESSAGE = {"id": uuid_string, "chatId": one_of(SEED_CHAT_ID), "role": one_of("user", "assistant"), "content": string,
            "createdAt": lambda v: iso8601(v) and bool(ISO_MS.match(v))}
-ADDED = {"status"}
+ADDED = {"status", "citations"}  # Threadline additions: the answer status, its cited passages
 # The seed's "Error Responses" table: Status Code | Error.
 ERRORS = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found"}
 

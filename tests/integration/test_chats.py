@@ -68,11 +68,11 @@ def test_posting_a_message_returns_the_seed_shape_with_the_answer(client_for, us
     response = post(client, chat, user, "How can I automate my research workflow?")
     assert response.status_code == 201, response.text
     data = response.json()["data"]
-    assert set(data) == {"id", "chatId", "role", "content", "createdAt", "status", "response"}
+    assert set(data) == {"id", "chatId", "role", "content", "createdAt", "status", "citations", "response"}
     assert data["chatId"] == chat and data["role"] == "user" and data["status"] == "completed"
     assert data["content"] == "How can I automate my research workflow?" and ISO_MS.match(data["createdAt"])
     answer = data["response"]
-    assert set(answer) == {"id", "chatId", "role", "content", "createdAt", "status"}
+    assert set(answer) == {"id", "chatId", "role", "content", "createdAt", "status", "citations"}
     assert answer["role"] == "assistant" and answer["chatId"] == chat and answer["status"] == "completed"
     assert answer["content"].startswith(LABEL) and is_uuid(answer["id"]) and answer["id"] != data["id"]
     assert answer["createdAt"] >= data["createdAt"] and "Location" not in response.headers

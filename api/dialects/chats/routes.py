@@ -12,19 +12,23 @@ from flask_smorest import Blueprint
 from api import auth, streaming
 from api.dialects.chats import schemas
 from api.dialects.common import AnswerHeaders, document_errors, poll_headers
-from api.errors import Dialect, Problem
+from api.errors import Dialect, FieldError, Problem, RequestInvalid
 from api.extensions import ip_key, limiter, require_enforced_limits, user_key
 from api.waiting import idempotency_key, requested_wait, thread_idle_required
 from shared.config import settings
-from shared.errors import Forbidden
+from shared.errors import Forbidden, NotFound
 from shared.models import Message, Thread
+from shared.services import citations as citation_service
 from shared.services import messages as message_service
 from shared.services import streams as stream_service
 from shared.services import threads as thread_service
+from shared.services import workflows as workflow_service
 
 auth_blp = Blueprint("chats_auth", __name__, url_prefix="/api/auth",
                      description="Cookie sessions for the chats dialect (seeds 002, 003).")
 blp = Blueprint("chats", __name__, url_prefix="/api/chats", description="chats dialect (seeds 002, 003)")
+catalog_blp = Blueprint("chats_catalog", __name__, url_prefix="/api",
+                        description="What a chats client may choose from: models and the tenant's workflows.")
 
 E = schemas.ChatsError
 BAD_REQUEST = {400: (E, "Invalid request body or parameters (a chatId that is not a UUID included)")}
@@ -47,7 +51,7 @@ def render_error(problem: Problem) -> dict:
 # The seed documents 400 for every invalid body or parameter (an unknown modelId included); services
 # name fields in the core's words, this dialect in camelCase.
 DIALECT = Dialect(
-    "chats", ("/api/chats", "/api/auth/"), render_error, statuses={422: 400},
+    "chats", ("/api/chats", "/api/auth/", "/api/models", "/api/workflows"), render_error, statuses={422: 400},
     field_names={"model_id": "modelId", "workflow_id": "workflowId", "user_id": "userId"},
     public_endpoints=frozenset({"chats_auth.login", "chats_auth.logout"}),
     missing_credentials="Invalid or missing session: log in with POST /api/auth/login, or send a bearer token.",
@@ -59,9 +63,23 @@ def present_chat(thread: Thread) -> dict:
                 userId=thread.user_id, createdAt=thread.created_at, updatedAt=thread.updated_at)
 
 
+def present_citation(citation: dict) -> dict:
+    return dict(chunkId=citation["chunk_id"], quote=citation["quote"], offset=citation["offset"],
+                length=citation["length"], documentId=citation["document_id"], documentName=citation["document_name"],
+                documentVersion=citation["document_version"], path=citation["path"])
+
+
+def present_messages(messages: list[Message], chat_id: uuid.UUID) -> list[dict]:
+    """Message resources with their citations resolved (one query for all of them, none if none cite)."""
+    cited = citation_service.enrich(auth.current_principal().tenant_id, [m.citations for m in messages])
+    return [dict(id=message.id, chatId=chat_id, role=message.role, content=message.content,
+                 createdAt=message.created_at, status=message.status,
+                 citations=[present_citation(c) for c in citations])
+            for message, citations in zip(messages, cited)]
+
+
 def present_message(message: Message, chat_id: uuid.UUID) -> dict:
-    return dict(id=message.id, chatId=chat_id, role=message.role, content=message.content,
-                createdAt=message.created_at, status=message.status)
+    return present_messages([message], chat_id)[0]
 
 
 def login_key() -> str:
@@ -108,6 +126,16 @@ def login(body):
     require_enforced_limits()
     principal = auth.log_in(body["email"], body["password"])
     return {"data": {"id": principal.user_id, "email": body["email"].strip().lower(), "tenantId": principal.tenant_id}}
+
+
+@auth_blp.route("/me", methods=["GET"])
+@auth_blp.response(200, schemas.MeEnvelope)
+@document_errors(auth_blp, {**UNAUTHORIZED, **DEFAULT})
+def me():
+    """Who the session (or token) is: the ``userId`` to send. The chat page asks this on load to know
+    whether to show the login form."""
+    principal = auth.current_principal()
+    return {"data": {"id": principal.user_id, "tenantId": principal.tenant_id}}
 
 
 @auth_blp.route("/logout", methods=["POST"])
@@ -195,16 +223,28 @@ def post_message(path, body, _headers, **_raw):
 
 @blp.route("/<chatId>/messages", methods=["GET"])
 @blp.arguments(schemas.ChatPath, location="path", error_status_code=400)
-@blp.arguments(schemas.ChatsPage, location="query", error_status_code=400)
+@blp.arguments(schemas.MessagesPage, location="query", error_status_code=400)
 @blp.response(200, schemas.ChatMessageList)
 @document_errors(blp, READ_ERRORS)
 def list_messages(path, query, **_raw):
-    """The chat's messages in conversation order (permission ai_thread_messages.read)."""
+    """The chat's messages in conversation order, or newest first with ``order=desc`` (permission
+    ai_thread_messages.read). ``before`` (a message id) pages back from a message: the chat page loads
+    older messages on scroll with ``?order=desc&before={oldest shown}``."""
     chatId = path["chatId"]  # noqa: N806 - the seed's name
+    principal = auth.current_principal()
+    before = None
+    if query["before"] is not None:
+        try:
+            before = message_service.get_message(principal, chatId, query["before"])[0].created_at
+        except NotFound:
+            raise RequestInvalid("before: no such message in this chat.",
+                                 FieldError(("query", "before"), "Not a message of this chat.")) from None
     items, total, _ = message_service.list_messages(
-        auth.current_principal(), chatId, limit=query["limit"], offset=query["offset"], with_steps=False
+        principal, chatId, limit=query["limit"], offset=query["offset"], before=before,
+        newest_first=query["order"] == "desc", with_steps=False,
     )
-    return {"data": [present_message(m, chatId) for m in items], "meta": {"total": total, **query}}
+    return {"data": present_messages(items, chatId),
+            "meta": {"total": total, "limit": query["limit"], "offset": query["offset"]}}
 
 
 @blp.route("/<chatId>/messages/<messageId>", methods=["GET"])
@@ -240,3 +280,25 @@ def stream_message(path, _query, _headers, **_raw):
     chat_id = path["chatId"]
     target = stream_service.target(auth.current_principal(), chat_id, path["messageId"])
     return streaming.respond(target, _render_for_stream(chat_id), after=streaming.last_event_id())
+
+
+@catalog_blp.route("/models", methods=["GET"])
+@catalog_blp.response(200, schemas.ModelList)
+@document_errors(catalog_blp, {**UNAUTHORIZED, **DEFAULT})
+def list_models():
+    """The server's model registry: the ``modelId`` values a chat or a message may name (any signed-in
+    caller; the chat page's model picker)."""
+    auth.current_principal()
+    return {"data": [{"id": model_id, "default": model_id == settings.default_model_id}
+                     for model_id in sorted(settings.models)]}
+
+
+@catalog_blp.route("/workflows", methods=["GET"])
+@catalog_blp.response(200, schemas.WorkflowList)
+@document_errors(catalog_blp, {**UNAUTHORIZED, **DEFAULT})
+def list_workflows():
+    """Your tenant's workflows by name: the ``workflowId`` values a chat or a message may name (empty
+    when the tenant has none; the chat page shows its workflow picker only then)."""
+    principal = auth.current_principal()
+    return {"data": [dict(id=w.id, name=w.name, modelId=w.model_id)
+                     for w in workflow_service.list_workflows(principal.tenant_id)]}

@@ -24,6 +24,15 @@ class UserEnvelope(Schema):
     data = fields.Nested(ChatsUser, required=True)
 
 
+class Me(Schema):
+    id = fields.String(required=True, metadata={"description": "The user id (send it as userId)."})
+    tenantId = fields.UUID(required=True)
+
+
+class MeEnvelope(Schema):
+    data = fields.Nested(Me, required=True)
+
+
 class ChatPath(Schema):
     """A chatId that is not a UUID is a 400 (seed 002: "Invalid request body or parameters"), not a 404."""
 
@@ -59,6 +68,18 @@ class ChatsPage(Schema):
     offset = fields.Integer(load_default=0, validate=validate.Range(min=0, max=1_000_000))
 
 
+class MessagesPage(ChatsPage):
+    """Paging of a chat's messages: ``offset`` pages in conversation order; a page that loads older
+    messages on scroll asks ``order=desc`` (newest first) with ``before`` = the oldest message it shows,
+    which stays exact while new messages arrive (an offset would shift)."""
+
+    order = fields.String(load_default="asc", validate=validate.OneOf(("asc", "desc")), metadata={
+        "description": "asc: conversation order, oldest first (the default); desc: newest first."})
+    before = fields.UUID(load_default=None, metadata={
+        "description": "Only messages older than this message of the chat (a message id); `meta.total` "
+                       "counts those."})
+
+
 class ChatsPageMeta(Schema):
     total = fields.Integer(required=True)
     limit = fields.Integer(required=True)
@@ -86,6 +107,21 @@ class ChatMessageCreate(Schema):
         "description": "Optional workflow to execute: the id of a workflow of your tenant (an unknown id is a 400)."})
 
 
+class ChatCitation(Schema):
+    """Threadline addition: a passage of the knowledge base the answer quotes. The document fields are
+    looked up when the message is read (null when the document is gone or not the reader's)."""
+
+    chunkId = fields.String(required=True, metadata={"description": "The cited chunk."})
+    quote = fields.String(required=True, metadata={"description": "The verbatim quote (it appears in the content)."})
+    offset = fields.Integer(required=True, metadata={"description": "0-based character offset of the quote in the chunk."})
+    length = fields.Integer(required=True)
+    documentId = fields.UUID(required=True, allow_none=True)
+    documentName = fields.String(required=True, allow_none=True)
+    documentVersion = fields.Integer(required=True, allow_none=True)
+    path = fields.String(required=True, allow_none=True, metadata={
+        "description": "/documents/{document path}/versions/{version}/chunks/{chunk index}"})
+
+
 class ChatMessage(Schema):
     id = fields.UUID(required=True, metadata={"description": "Message identifier."})
     chatId = fields.UUID(required=True, metadata={"description": "Parent chat identifier."})
@@ -97,6 +133,8 @@ class ChatMessage(Schema):
         metadata={"description": "Threadline addition: completed, or queued / in_progress while the answer is "
                                  "being produced (poll GET /api/chats/{chatId}/messages/{id}), or failed."},
     )
+    citations = fields.List(fields.Nested(ChatCitation), required=True, metadata={
+        "description": "Threadline addition: the knowledge-base passages the answer quotes (usually empty)."})
 
 
 class ChatMessageWithResponse(ChatMessage):
@@ -114,6 +152,25 @@ class ChatMessageEnvelope(Schema):
 class ChatMessageList(Schema):
     data = fields.List(fields.Nested(ChatMessage), required=True)
     meta = fields.Nested(ChatsPageMeta, required=True)
+
+
+class Model(Schema):
+    id = fields.String(required=True, metadata={"description": "A modelId to send."})
+    default = fields.Boolean(required=True, metadata={"description": "The model used when none is named."})
+
+
+class ModelList(Schema):
+    data = fields.List(fields.Nested(Model), required=True)
+
+
+class Workflow(Schema):
+    id = fields.UUID(required=True, metadata={"description": "A workflowId to send."})
+    name = fields.String(required=True)
+    modelId = fields.String(required=True, allow_none=True, metadata={"description": "The workflow's own model, if any."})
+
+
+class WorkflowList(Schema):
+    data = fields.List(fields.Nested(Workflow), required=True)
 
 
 class ChatsError(Schema):
