@@ -1,18 +1,17 @@
 """The Flask API: create_app() wires settings, extensions, error rendering and the dialects."""
 from __future__ import annotations
 
-import logging
-
 from flask import Flask
 
 from api import errors
 from api.dialects.common import STORABLE_JSON_SCHEMAS
 from api.extensions import api, limiter
 from shared.config import settings
+from shared.observability import logs
 
 
 def create_app(config: dict | None = None) -> Flask:
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure()  # LOG_FORMAT text|json, with the request id on every line
     app = Flask(__name__)
     app.config.update(
         SECRET_KEY=settings.secret_key,
@@ -60,8 +59,9 @@ def create_app(config: dict | None = None) -> Flask:
     api.register_blueprint(v1_threads.blp)
     errors.register(app, v1_threads.DIALECT)
 
-    from api import hardening, health
+    from api import hardening, health, observability
 
+    observability.install(app)  # request ids, HTTP metrics, /metrics, tracing (docs/operations.md)
     health.install(app)  # /healthz (the process) and /readyz (its dependencies)
     hardening.install(app)  # request guards for every dialect
 

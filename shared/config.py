@@ -123,6 +123,23 @@ class Settings:
     data_row_cap: int = env("DATA_ROW_CAP", 100)
     data_statement_timeout: float = env("DATA_STATEMENT_TIMEOUT", 5.0)
     log_level: str = env("LOG_LEVEL", "INFO")
+    # Operations (shared/observability; docs/operations.md)
+    log_format: str = env("LOG_FORMAT", "text")  # text | json (one JSON object per line)
+    metrics_token: str = env("METRICS_TOKEN", "")  # set: the API's /metrics wants "Authorization: Bearer <it>"
+    metrics_addr: str = env("METRICS_ADDR", "127.0.0.1")  # where workers and beat serve their /metrics
+    worker_metrics_port: int = env("WORKER_METRICS_PORT", 9101)  # busy: the next free one of 16; 0: off
+    beat_metrics_port: int = env("BEAT_METRICS_PORT", 9102)
+    queue_metrics_interval: float = env("QUEUE_METRICS_INTERVAL", 15.0)  # beat's queue depth/age look-up
+    metrics_multiproc_dir: str = env("PROMETHEUS_MULTIPROC_DIR", "")  # gunicorn's; empty: a temporary one
+    otel_endpoint: str = env("OTEL_EXPORTER_OTLP_ENDPOINT", "")  # tracing is off unless this (or the
+    otel_traces_endpoint: str = env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "")  # traces-only one) is set
+    otel_sdk_disabled: bool = env("OTEL_SDK_DISABLED", False)
+    otel_service_name: str = env("OTEL_SERVICE_NAME", "")  # empty: threadline-api / -worker / -beat
+
+    @property
+    def tracing(self) -> bool:
+        """OpenTelemetry tracing is on only when an OTLP endpoint is configured (standard OTel variables)."""
+        return bool(self.otel_endpoint or self.otel_traces_endpoint) and not self.otel_sdk_disabled
 
     @property
     def embedded(self) -> bool:

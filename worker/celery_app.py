@@ -6,9 +6,9 @@ Start beat:      celery -A worker.celery_app beat
 """
 from __future__ import annotations
 
-import logging
 
 from shared.config import settings
+from shared.observability import logs
 from shared.queue import SWEEP, celery_app
 
 
@@ -26,13 +26,14 @@ def _green_psycopg() -> None:
 
 _green_psycopg()
 
-logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+logs.configure()  # LOG_FORMAT text|json; run and request ids on every line (worker/observability.py)
 
 app = celery_app()
 app.conf.beat_schedule = {"sweep-stale-runs": {"task": SWEEP, "schedule": settings.sweep_interval}}
 app.conf.include = ["worker.tasks"]
 
 import worker.tasks  # noqa: E402,F401  (registers the tasks)
+import worker.observability  # noqa: E402,F401  (metrics, log context, tracing: Celery signals)
 
 
 @__import__("celery").signals.worker_process_init.connect

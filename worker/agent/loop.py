@@ -15,6 +15,7 @@ import openai
 
 from shared.config import settings
 from shared.models import StepStatus, utcnow
+from shared.observability import context as observed
 from shared.services import knowledge
 from shared.services import memories as memory_store
 from shared.services.runs import Outcome, RunJob, StepRecord
@@ -109,7 +110,7 @@ class Agent:
         calls = list(message.tool_calls)
         self._check()
         with ThreadPoolExecutor(max_workers=min(8, len(calls))) as pool:
-            results = list(pool.map(self._run_tool, calls))
+            results = list(pool.map(observed.carry(self._run_tool), calls))  # run ids, trace
         for call, (output, status, started, arguments) in zip(calls, results):
             self._record("tool_call", call.function.name, arguments, output, status, started, None)
             self.messages.append({"role": "tool", "tool_call_id": call.id, "content": output})
