@@ -3,8 +3,8 @@
 
 When on, each process exports spans over OTLP/HTTP (the exporter reads the standard ``OTEL_*``
 variables itself: headers, timeout, batch delays) with the maintained instrumentations: Flask (the
-API), Celery (publish and run, with the trace context in the task headers), SQLAlchemy, httpx (the
-openai SDK's and the web tools' calls) and Redis. One message becomes one trace: the POST → the
+API), Celery (publish and run, with the trace context in the task headers), SQLAlchemy, httpx and
+httpx2 (the web tools' calls and the openai SDK's model calls) and Redis. One message becomes one trace: the POST → the
 publish → the task → its queries and each model call → the stored answer. The agent's tool threads
 join the run's trace through ``context.carry``.
 
@@ -31,7 +31,7 @@ def setup(service: str, flask_app=None) -> bool:
         from opentelemetry import trace
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
         from opentelemetry.instrumentation.celery import CeleryInstrumentor
-        from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+        from opentelemetry.instrumentation.httpx import HTTPX2ClientInstrumentor, HTTPXClientInstrumentor
         from opentelemetry.instrumentation.redis import RedisInstrumentor
         from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
         from opentelemetry.sdk.resources import SERVICE_NAME, Resource
@@ -43,9 +43,12 @@ def setup(service: str, flask_app=None) -> bool:
         provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
         trace.set_tracer_provider(provider)
         CeleryInstrumentor().instrument()
-        SQLAlchemyInstrumentor().instrument()
+        # The instrumentation declares SQLAlchemy < 2.1 and would do nothing on our 2.1; the engine
+        # events it uses are the same in 2.1 (tests/integration/test_observability.py sees the spans).
+        SQLAlchemyInstrumentor().instrument(skip_dep_check=True)
         _trace_our_engine()
-        HTTPXClientInstrumentor().instrument()
+        HTTPXClientInstrumentor().instrument()  # the web tools' httpx
+        HTTPX2ClientInstrumentor().instrument()  # the openai SDK's client is httpx2
         RedisInstrumentor().instrument()
         log.info("tracing on: service %s, OTLP/HTTP to %s", _service,
                  settings.otel_traces_endpoint or settings.otel_endpoint)

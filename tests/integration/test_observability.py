@@ -1,15 +1,18 @@
 """Operations through the real stack (docs/operations.md): Prometheus series on the API, a worker and
 beat move when a message is answered; the request id of the POST reaches every log line of its run;
-logs carry no message content and no token.
+logs carry no message content and no token; the spans of one message form one connected trace.
 
 The stack here is one of its own (not the session's), because it needs known metrics ports, JSON
-logs and a metrics token; it is started once for the module.
+logs, a metrics token and an OTLP endpoint (a tiny OTLP/HTTP receiver in this process, decoding the
+protobuf requests with the OTel proto package); it is started once for the module.
 """
 from __future__ import annotations
 
 import json
 import re
+import threading
 import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
@@ -20,10 +23,55 @@ METRICS_TOKEN = "scrape-" + uuid.uuid4().hex
 SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)$")
 
 
+class OtlpReceiver:
+    """An OTLP/HTTP trace receiver: every span the stack's processes export, decoded."""
+
+    def __init__(self):
+        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+        self.spans: list[dict] = []
+        lock, spans = threading.Lock(), self.spans
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 - http.server's naming
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                request = ExportTraceServiceRequest.FromString(body)
+                with lock:
+                    for resource in request.resource_spans:
+                        service = next(a.value.string_value for a in resource.resource.attributes
+                                       if a.key == "service.name")
+                        for scope in resource.scope_spans:
+                            spans.extend({"service": service, "name": span.name, "trace": span.trace_id.hex(),
+                                          "id": span.span_id.hex(), "parent": span.parent_span_id.hex()}
+                                         for span in scope.spans)
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *_args):
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def trace(self, trace_id: str) -> list[dict]:
+        return [span for span in list(self.spans) if span["trace"] == trace_id]
+
+
 @pytest.fixture(scope="module")
-def ops_stack(stack):  # after the session stack: its environment is the base of this one's
+def otlp():
+    receiver = OtlpReceiver()
+    yield receiver
+    receiver.httpd.shutdown()
+
+
+@pytest.fixture(scope="module")
+def ops_stack(stack, otlp):  # after the session stack: its environment is the base of this one's
     ops = Stack(WORKER_METRICS_PORT=str(free_port()), BEAT_METRICS_PORT=str(free_port()), METRICS_ADDR="127.0.0.1",
-                QUEUE_METRICS_INTERVAL="0.5", LOG_FORMAT="json", METRICS_TOKEN=METRICS_TOKEN)
+                QUEUE_METRICS_INTERVAL="0.5", LOG_FORMAT="json", METRICS_TOKEN=METRICS_TOKEN,
+                OTEL_EXPORTER_OTLP_ENDPOINT=otlp.url, OTEL_BSP_SCHEDULE_DELAY="100")
     ops.start()
     try:
         ops.token = ops.demo_token()
@@ -167,3 +215,31 @@ def test_a_runs_log_lines_carry_the_request_id_and_no_content(ops_stack, client)
         text = process.log_path.read_text(errors="replace")
         assert secret not in text, f"message content in the {process.name} log"
         assert ops_stack.token not in text, f"a token in the {process.name} log"
+
+
+def test_one_message_is_one_trace(ops_stack, client, otlp):
+    """POST → publish → task → model calls and the tool's queries: one trace, every span's parent in it."""
+    response = post(ops_stack, client, "how many threads do I have?")
+    assert response.status_code == 201 and response.json()["responseMessage"]["status"] == "completed"
+    route = "/api/v1/ai/threads/<int:thread_id>/messages"
+    root = wait_until(lambda: next(s for s in otlp.spans if s["service"] == "threadline-api"
+                                   and s["name"] == f"POST {route}"), what="the POST's span")
+
+    def complete():
+        spans = otlp.trace(root["trace"])
+        names = {(s["service"], s["name"]) for s in spans}
+        ids = {s["id"] for s in spans}
+        ready = (("threadline-worker", "run/threadline.execute_run") in names
+                 and sum(1 for s in spans if s["service"] == "threadline-worker" and s["name"] == "POST") >= 2
+                 and all(s["parent"] in ids for s in spans if s is not root and s["id"] != root["id"]))
+        return spans if ready else None
+
+    spans = wait_until(complete, what="the whole trace")
+    assert [s for s in spans if not s["parent"]] == [root]  # one root: the HTTP request
+    services = {s["service"] for s in spans}
+    assert services == {"threadline-api", "threadline-worker"}
+    assert ("threadline-api", "apply_async/threadline.execute_run") in {(s["service"], s["name"]) for s in spans}
+    # query_data runs in the agent's tool thread: its SQL spans are children inside the same trace.
+    worker_sql = [s for s in spans if s["service"] == "threadline-worker" and s["name"].split()[0] in
+                  {"SELECT", "UPDATE", "INSERT", "BEGIN", "connect"}]
+    assert len(worker_sql) >= 3
