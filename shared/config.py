@@ -135,6 +135,11 @@ class Settings:
     otel_traces_endpoint: str = env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "")  # traces-only one) is set
     otel_sdk_disabled: bool = env("OTEL_SDK_DISABLED", False)
     otel_service_name: str = env("OTEL_SERVICE_NAME", "")  # empty: threadline-api / -worker / -beat
+    # Webhooks on run completion (shared/services/webhooks.py): attempt n waits base * 2**(n-1), capped
+    webhook_max_attempts: int = env("WEBHOOK_MAX_ATTEMPTS", 12)  # 10 s … 1 h apart: about 3.5 h in all
+    webhook_backoff_base: float = env("WEBHOOK_BACKOFF_BASE", 10.0)
+    webhook_backoff_max: float = env("WEBHOOK_BACKOFF_MAX", 3600.0)
+    webhook_timeout: float = env("WEBHOOK_TIMEOUT", 10.0)
 
     @property
     def tracing(self) -> bool:

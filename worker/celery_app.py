@@ -30,10 +30,11 @@ logs.configure()  # LOG_FORMAT text|json; run and request ids on every line (wor
 
 app = celery_app()
 app.conf.beat_schedule = {"sweep-stale-runs": {"task": SWEEP, "schedule": settings.sweep_interval}}
-app.conf.include = ["worker.tasks"]
+app.conf.include = ["worker.tasks", "worker.webhook_tasks"]
 
 import worker.tasks  # noqa: E402,F401  (registers the tasks)
 import worker.observability  # noqa: E402,F401  (metrics, log context, tracing: Celery signals)
+import worker.webhook_tasks  # noqa: E402,F401  (webhook deliveries on run completion)
 
 
 @__import__("celery").signals.worker_process_init.connect
