@@ -6,7 +6,8 @@ calls from worker/tasks.py (``run_claimed`` and ``run_ended``):
   QUEUE_METRICS_INTERVAL seconds (depth, runs in progress, age of the oldest queued run) — one query
   per interval for the whole deployment, instead of one per scrape per process.
 - ``task_prerun`` binds the task's request id (from the header the API put in) and run id to the log
-  context; ``run_claimed`` adds the thread and tenant and measures time queued; ``run_ended`` turns
+  context; ``run_claimed`` adds the thread and tenant (and the request id stored on the run, when a
+  re-enqueued task has none in its header) and measures time queued; ``run_ended`` turns
   the run's steps into model and tool metrics; ``task_postrun`` counts the outcome and the duration,
   lease losses and the sweeper's work, then clears the context for the pool thread's next task.
 """
@@ -116,6 +117,8 @@ def _task_started(task=None, args=None, **_kwargs) -> None:
 def run_claimed(job) -> None:
     """Called by execute_run once it holds the run: thread and tenant join the log context; time queued."""
     context.bind(thread_id=job.thread_id, tenant_id=job.tenant_id)
+    if context.get("request_id") is None:  # re-enqueued by the sweeper or after the previous answer
+        context.bind(request_id=_stored_request_id(job.run_id))
     _task.claimed = time.time()
     enqueued = getattr(_task, "enqueued_at", None)
     queued = max(0.0, _task.claimed - enqueued) if enqueued is not None else None
@@ -125,6 +128,16 @@ def run_claimed(job) -> None:
              f"{queued:.3f}s" if queued is not None else "unknown")
     if job.attempt > 1:
         metrics.LEASE_TAKEOVERS.inc()
+
+
+def _stored_request_id(run_id) -> str | None:
+    from shared.db import transaction
+
+    try:
+        with transaction() as session:
+            return session.scalar(select(Run.request_id).where(Run.id == run_id))
+    except Exception:  # noqa: BLE001 - only a log field: never fail the run for it
+        return None
 
 
 def run_ended(job, outcome) -> None:

@@ -112,9 +112,9 @@ def beat_metrics(ops):
     return scrape(f"http://127.0.0.1:{ops.env['BEAT_METRICS_PORT']}/metrics")
 
 
-def post(ops, client: httpx.Client, content: str, **headers: str) -> httpx.Response:
+def post(ops, client: httpx.Client, content: str, wait: float = 20, **headers: str) -> httpx.Response:
     thread = client.post("/api/v1/ai/threads", json={"title": "ops"}).json()["id"]
-    return client.post(f"/api/v1/ai/threads/{thread}/messages?wait=20", json={"content": content,
+    return client.post(f"/api/v1/ai/threads/{thread}/messages?wait={wait:g}", json={"content": content,
                        "context": {"form": {"name": ""}}}, headers=headers)
 
 
@@ -160,7 +160,7 @@ def test_beat_counts_the_queue(ops_stack, client):
     """With the worker stopped a posted run waits: beat's gauges show it, then show it gone."""
     ops_stack.processes["worker"].stop()
     try:
-        response = post(ops_stack, client, "hello while nobody works", Prefer="wait=0")
+        response = post(ops_stack, client, "hello while nobody works", wait=0)
         assert response.json()["responseMessage"]["status"] == "queued"
         wait_until(lambda: value(beat_metrics(ops_stack), "threadline_queue_depth") >= 1, what="queue depth")
         wait_until(lambda: value(beat_metrics(ops_stack), "threadline_oldest_queued_run_age_seconds") >= 0.5,
@@ -243,3 +243,27 @@ def test_one_message_is_one_trace(ops_stack, client, otlp):
     worker_sql = [s for s in spans if s["service"] == "threadline-worker" and s["name"].split()[0] in
                   {"SELECT", "UPDATE", "INSERT", "BEGIN", "connect"}]
     assert len(worker_sql) >= 3
+
+
+def test_a_takeover_after_a_crash_is_counted(ops_stack, client):
+    """A worker killed mid-run: the sweeper re-enqueues the run and the next worker takes it over on
+    attempt 2 — both counted by the new worker, which then completes the run."""
+    request_id = f"crash-{uuid.uuid4().hex[:8]}"
+    response = post(ops_stack, client, "[[latency: 4]] slow hello", wait=0, **{"X-Request-Id": request_id})
+    assert response.json()["responseMessage"]["status"] in ("queued", "in_progress")
+    worker = ops_stack.processes["worker"]
+    wait_until(lambda: any(line.get("request_id") == request_id and line["message"].startswith("run claimed")
+                           for line in json_lines(worker)), what="the run claimed")
+    worker.kill()
+    ops_stack.start_worker()
+
+    def counted(name: str, **labels: str) -> float:
+        return value(worker_metrics(ops_stack), name, **labels)
+
+    wait_until(lambda: counted("threadline_runs_total", outcome="completed") == 1, timeout=60, what="run completed")
+    assert counted("threadline_sweeper_requeued_total") >= 1
+    assert counted("threadline_lease_takeovers_total") == 1
+    # The sweeper's re-enqueue carries no request id; the run's stored one is on the new worker's lines.
+    retaken = ops_stack.processes["worker"]
+    assert any(line.get("request_id") == request_id and line["message"].startswith("run claimed: attempt 2")
+               for line in json_lines(retaken))
