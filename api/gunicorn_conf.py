@@ -65,6 +65,11 @@ def _metrics_dir() -> Path:
 
 METRICS_DIR = _metrics_dir()
 
+# gunicorn's own lines (start, workers booting and exiting) in the same format as the application's:
+# gunicorn merges this into its default logging config, whose handlers all use the "generic" formatter.
+if settings.log_format.strip().lower() == "json":
+    logconfig_dict = {"formatters": {"generic": {"()": "shared.observability.logs.JsonFormatter"}}}
+
 
 def child_exit(server, worker) -> None:
     from prometheus_client import multiprocess

@@ -184,6 +184,11 @@ def test_request_ids_are_echoed_validated_or_made(ops_stack, client):
         made = client.get("/healthz", headers={"X-Request-Id": bad}).headers["X-Request-Id"]
         assert re.fullmatch(r"[0-9a-f]{32}", made)
     assert re.fullmatch(r"[0-9a-f]{32}", client.get("/api/v1/ai/threads/999999").headers["X-Request-Id"])
+    assert client.get("/no/such/route").headers["X-Request-Id"]
+    # A path no route matched is labelled <unmatched>, never with the path itself.
+    samples = api_metrics(ops_stack)
+    assert value(samples, "threadline_http_request_duration_seconds_count", route="<unmatched>", status="404") >= 1
+    assert not [ls for (_, ls) in samples if ("route", "/no/such/route") in ls]
 
 
 def json_lines(process) -> list[dict]:
@@ -211,6 +216,10 @@ def test_a_runs_log_lines_carry_the_request_id_and_no_content(ops_stack, client)
     assert run_lines and all(line.get("request_id") == request_id for line in run_lines)
     assert all({"time", "level", "logger", "message", "thread_id", "tenant_id"} <= line.keys()
                for line in run_lines if line["logger"].startswith(("worker", "shared")))
+    # gunicorn's own lines are JSON too; the sweeper's routine lines (every second here) are DEBUG, not shown.
+    assert any(line["message"] == "threadline api ready" for line in json_lines(ops_stack.processes["api"]))
+    for name in ("worker", "beat"):
+        assert not [line for line in json_lines(ops_stack.processes[name]) if "sweep_stale_runs" in line["message"]]
     for process in ops_stack.processes.values():
         text = process.log_path.read_text(errors="replace")
         assert secret not in text, f"message content in the {process.name} log"
