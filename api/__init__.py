@@ -1,8 +1,6 @@
 """The Flask API: create_app() wires settings, extensions, error rendering and the dialects."""
 from __future__ import annotations
 
-import logging
-
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
@@ -10,6 +8,7 @@ from api import docs_ui, errors
 from api.dialects.common import STORABLE_JSON_SCHEMAS
 from api.extensions import api, limiter
 from shared.config import Settings, settings
+from shared.observability import logs
 
 MIN_SECRET_KEY_CHARS = 32
 DEFAULT_SECRET_KEY = Settings.__dataclass_fields__["secret_key"].default
@@ -30,7 +29,7 @@ def check_secret_key(config: Settings) -> None:
 
 
 def create_app(config: dict | None = None) -> Flask:
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure()  # LOG_FORMAT text|json, with the request id on every line
     check_secret_key(settings)
     app = Flask(__name__)
     app.config.update(
@@ -96,9 +95,10 @@ def create_app(config: dict | None = None) -> Flask:
 
     streaming.document(api.spec)  # the text/event-stream answers next to the JSON ones
 
-    from api import hardening, health
+    from api import hardening, health, observability
 
     docs_ui.install(app)  # /docs/assets/: the Swagger UI files from the installed package
+    observability.install(app)  # request ids, HTTP metrics, /metrics, tracing (docs/operations.md)
     health.install(app)  # /healthz (the process) and /readyz (its dependencies)
     hardening.install(app)  # request guards for every dialect
 

@@ -8,11 +8,23 @@ so that every URL the application could refuse reaches the application. Only wha
 refuses (a request line over 8190 bytes, more than 100 header fields, a header over 8190 bytes, a
 malformed request) is answered by gunicorn — in JSON too (``json_errors``), in the generic
 ``{"error": {"code", "message"}}`` format because no dialect has looked at the request yet.
+
+Metrics: the workers share Prometheus series through prometheus_client's multiprocess mode. The
+directory (``PROMETHEUS_MULTIPROC_DIR``, else a fresh temporary one) is set here, in the master,
+before any worker imports prometheus_client; it is emptied when the master starts (no counters from a
+previous run) and ``child_exit`` marks each exited worker dead, so its live gauges (clients waiting)
+stop counting while its counters stay in the totals.
 """
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import tempfile
 from http import HTTPStatus
+from pathlib import Path
+
+from shared.config import settings
 
 limit_request_line = 8190  # > MAX_TARGET_BYTES + method + version: long URLs get the app's JSON 414
 limit_request_fields = 100
@@ -36,6 +48,38 @@ def json_errors() -> None:
         util.write_nonblock(sock, head.encode("latin1") + body.encode())
 
     util.write_error = write_error
+
+
+def _metrics_dir() -> Path:
+    """The multiprocess directory, exported to the workers through the environment (prometheus_client
+    reads it there at import); created empty."""
+    configured = settings.metrics_multiproc_dir
+    folder = Path(configured) if configured else Path(tempfile.mkdtemp(prefix="threadline-metrics-"))
+    if configured and folder.exists():
+        for stale in folder.glob("*.db"):
+            stale.unlink()
+    folder.mkdir(parents=True, exist_ok=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
+    return folder
+
+
+METRICS_DIR = _metrics_dir()
+
+# gunicorn's own lines (start, workers booting and exiting) in the same format as the application's:
+# gunicorn merges this into its default logging config, whose handlers all use the "generic" formatter.
+if settings.log_format.strip().lower() == "json":
+    logconfig_dict = {"formatters": {"generic": {"()": "shared.observability.logs.JsonFormatter"}}}
+
+
+def child_exit(server, worker) -> None:
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid, str(METRICS_DIR))
+
+
+def on_exit(server) -> None:
+    if not settings.metrics_multiproc_dir:  # our temporary directory
+        shutil.rmtree(METRICS_DIR, ignore_errors=True)
 
 
 def post_fork(server, worker) -> None:

@@ -140,6 +140,28 @@ class Settings:
     trusted_proxies: int = env("TRUSTED_PROXIES", 0)  # reverse proxies in front of the API (X-Forwarded-*)
     # query_data views connect with this URL (a role that may only read) when set; empty: DATABASE_URL
     data_views_database_url: str = env("DATA_VIEWS_DATABASE_URL", "")
+    # Operations (shared/observability; docs/operations.md)
+    log_format: str = env("LOG_FORMAT", "text")  # text | json (one JSON object per line)
+    metrics_token: str = env("METRICS_TOKEN", "")  # set: the API's /metrics wants "Authorization: Bearer <it>"
+    metrics_addr: str = env("METRICS_ADDR", "127.0.0.1")  # where workers and beat serve their /metrics
+    worker_metrics_port: int = env("WORKER_METRICS_PORT", 9101)  # busy: the next free one of 16; 0: off
+    beat_metrics_port: int = env("BEAT_METRICS_PORT", 9102)
+    queue_metrics_interval: float = env("QUEUE_METRICS_INTERVAL", 15.0)  # beat's queue depth/age look-up
+    metrics_multiproc_dir: str = env("PROMETHEUS_MULTIPROC_DIR", "")  # gunicorn's; empty: a temporary one
+    otel_endpoint: str = env("OTEL_EXPORTER_OTLP_ENDPOINT", "")  # tracing is off unless this (or the
+    otel_traces_endpoint: str = env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "")  # traces-only one) is set
+    otel_sdk_disabled: bool = env("OTEL_SDK_DISABLED", False)
+    otel_service_name: str = env("OTEL_SERVICE_NAME", "")  # empty: threadline-api / -worker / -beat
+    # Webhooks on run completion (shared/services/webhooks.py): attempt n waits base * 2**(n-1), capped
+    webhook_max_attempts: int = env("WEBHOOK_MAX_ATTEMPTS", 12)  # 10 s … 1 h apart: about 3.5 h in all
+    webhook_backoff_base: float = env("WEBHOOK_BACKOFF_BASE", 10.0)
+    webhook_backoff_max: float = env("WEBHOOK_BACKOFF_MAX", 3600.0)
+    webhook_timeout: float = env("WEBHOOK_TIMEOUT", 10.0)
+
+    @property
+    def tracing(self) -> bool:
+        """OpenTelemetry tracing is on only when an OTLP endpoint is configured (standard OTel variables)."""
+        return bool(self.otel_endpoint or self.otel_traces_endpoint) and not self.otel_sdk_disabled
 
     @property
     def embedded(self) -> bool:

@@ -13,6 +13,7 @@ from celery.worker.consumer import Consumer
 from kombu.utils.encoding import safe_repr
 
 from shared.config import settings
+from shared.observability import logs
 from shared.queue import SWEEP, celery_app, dead_letter
 
 log = logging.getLogger(__name__)
@@ -32,7 +33,7 @@ def _green_psycopg() -> None:
 
 _green_psycopg()
 
-logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+logs.configure()  # LOG_FORMAT text|json; run and request ids on every line (worker/observability.py)
 
 
 class DeadLetteringConsumer(Consumer):
@@ -97,9 +98,11 @@ class DeadLetteringConsumer(Consumer):
 app = celery_app()
 app.conf.worker_consumer = f"{__name__}:DeadLetteringConsumer"
 app.conf.beat_schedule = {"sweep-stale-runs": {"task": SWEEP, "schedule": settings.sweep_interval}}
-app.conf.include = ["worker.tasks"]
+app.conf.include = ["worker.tasks", "worker.webhook_tasks"]
 
 import worker.tasks  # noqa: E402,F401  (registers the tasks)
+import worker.observability  # noqa: E402,F401  (metrics, log context, tracing: Celery signals)
+import worker.webhook_tasks  # noqa: E402,F401  (webhook deliveries on run completion)
 
 
 @__import__("celery").signals.worker_process_init.connect

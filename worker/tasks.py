@@ -19,6 +19,7 @@ from shared.queue import EXECUTE_RUN, SWEEP, celery_app, dead_letter, enqueue_ru
 from shared.services import runs
 from shared.models import Status
 from shared.services.runs import Outcome
+from worker import observability
 from worker.agent import loop
 
 log = logging.getLogger(__name__)
@@ -105,6 +106,7 @@ def execute_run(run_id: str) -> str:
     job = runs.claim(run_uuid, _owner())
     if job is None:
         return "skipped"
+    observability.run_claimed(job)
     with LeaseKeeper(job) as lease:
         try:
             outcome = loop.run(job, lease.still_ours)
@@ -114,6 +116,7 @@ def execute_run(run_id: str) -> str:
         except Exception as exc:  # noqa: BLE001 - a bug must end the run, not leave it hanging
             log.exception("run %s crashed", run_id)
             outcome = Outcome(content=CRASHED_TEXT, is_error=True, error=f"{type(exc).__name__}: {exc}"[:1000])
+    observability.run_ended(job, outcome)
     if (finished := runs.finish(job, outcome)) is None:
         log.warning("run %s: lease lost before the answer was stored", run_id)
         return "lease-lost"

@@ -8,8 +8,10 @@ from shared.models.memories import Memory
 from shared.models.reports import Report
 from shared.models.runs import Run, RunStep
 from shared.models.status import ACTIVE_STATUSES, Status, StepStatus
+from shared.models.webhooks import DeliveryStatus, WebhookDelivery, WebhookEvent, WebhookSubscription
 from shared.models.workflows import Workflow
 
 __all__ = ["Base", "utcnow", "Tenant", "User", "ApiToken", "Thread", "Message", "Run", "RunStep", "RunEvent",
            "Workflow", "Document", "DocumentVersion", "DocumentChunk", "Memory", "Report", "Status",
-           "StepStatus", "ACTIVE_STATUSES"]
+           "StepStatus", "ACTIVE_STATUSES", "WebhookSubscription", "WebhookDelivery", "WebhookEvent",
+           "DeliveryStatus"]

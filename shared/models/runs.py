@@ -45,6 +45,7 @@ class Run(Base):
     queued_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column()
     finished_at: Mapped[datetime | None] = mapped_column()
+    request_id: Mapped[str | None] = mapped_column(String(128))  # X-Request-Id of the POST (migration 0007)
 
 
 class RunStep(Base):

@@ -24,6 +24,7 @@ from shared.config import settings
 from shared.db import transaction
 from shared.errors import Conflict, RateLimited
 from shared.models import ACTIVE_STATUSES, Message, Run, RunStep, Status, StepStatus, Thread, User, Workflow
+from shared.observability import context as observed
 
 FAILED_TEXT = "Sorry, I could not produce an answer this time. Please try again."
 
@@ -139,6 +140,7 @@ def create_run(session: Session, *, thread_id: int, user_id: str, request_messag
         "id": run_id, "thread_id": thread_id, "user_id": user_id, "request_message_id": request_message_id,
         "response_message_id": response_message_id, "status": Status.QUEUED, "attempts": 0,
         "model_id": model_id, "workflow_id": workflow_id, "queued_at": queued_at,
+        "request_id": observed.get("request_id"),  # the POST's X-Request-Id, for the logs of every attempt
     })
     return run_id
 

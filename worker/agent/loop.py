@@ -18,6 +18,7 @@ import openai
 
 from shared.config import settings
 from shared.models import StepStatus, utcnow
+from shared.observability import context as observed
 from shared.services import knowledge
 from shared.services import memories as memory_store
 from shared.services.runs import Outcome, RunJob, StepRecord
@@ -125,7 +126,7 @@ class Agent:
         for offset, call in enumerate(calls):  # recorded in this order below, so these are their indexes
             self.events.step_started(len(self.steps) + offset, "tool_call", call.name, parse_arguments(call.arguments))
         with ThreadPoolExecutor(max_workers=min(8, len(calls))) as pool:
-            results = list(pool.map(self._run_tool, calls))
+            results = list(pool.map(observed.carry(self._run_tool), calls))  # run ids, trace
         for call, (output, status, started, arguments) in zip(calls, results):
             self._record("tool_call", call.name, arguments, output, status, started, None)
             self.messages.append({"role": "tool", "tool_call_id": call.id, "content": output})
