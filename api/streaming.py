@@ -34,6 +34,7 @@ from shared import events
 from shared.config import settings
 from shared.events import TERMINAL, EventType
 from shared.models import Status
+from shared.observability import metrics
 from shared.services import streams
 from shared.services.streams import StreamTarget
 
@@ -142,11 +143,17 @@ def frame(type_: str, data: Any, event_id: int | None = None) -> str:
 def respond(target: StreamTarget, render: Render, *, after: int = 0, preface: dict[str, Any] | None = None,
             status: int = 200) -> Response:
     """The streaming response (the caller has checked permission: ``streams.target`` or the post)."""
-    response = Response(stream_with_context(_stream(target, render, after, preface)), status=status,
+    response = Response(stream_with_context(_open(_stream(target, render, after, preface))), status=status,
                         content_type=f"{EVENT_STREAM}; charset=utf-8")
     response.headers["Cache-Control"] = "no-cache"
     response.headers["X-Accel-Buffering"] = "no"  # nginx and friends: pass each event on at once
     return response
+
+
+def _open(events_: Iterator[str]) -> Iterator[str]:
+    """Counted in threadline_streams_open while the client is attached (ends on disconnect too)."""
+    with metrics.tracking(metrics.STREAMS_OPEN):
+        yield from events_
 
 
 def _terminal(type_: str, data: dict[str, Any], render: Render, message_id: uuid.UUID) -> dict[str, Any]:

@@ -26,7 +26,6 @@ import secrets
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import urlsplit
 
 import httpx

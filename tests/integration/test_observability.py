@@ -276,3 +276,21 @@ def test_a_takeover_after_a_crash_is_counted(ops_stack, client):
     retaken = ops_stack.processes["worker"]
     assert any(line.get("request_id") == request_id and line["message"].startswith("run claimed: attempt 2")
                for line in json_lines(retaken))
+
+
+def test_open_streams_are_counted_while_attached(ops_stack, client):
+    """threadline_streams_open counts an SSE client while it is attached and drops when the stream ends
+    (a slow first token keeps the stream open long enough to scrape)."""
+    httpx.post(f"{ops_stack.model_url}/_control", json={"first_token_delay": 3})
+    try:
+        thread = client.post("/api/v1/ai/threads", json={"title": "ops"}).json()["id"]
+        with client.stream("POST", f"/api/v1/ai/threads/{thread}/messages", json={"content": "Stream this"},
+                           headers={"Accept": "text/event-stream"}) as response:
+            assert response.status_code == 201
+            lines = response.iter_lines()
+            assert any(line.startswith("event: message.created") for line in lines)
+            wait_until(lambda: value(api_metrics(ops_stack), "threadline_streams_open") >= 1, what="stream counted")
+            assert any(line.startswith("event: message.completed") for line in lines)
+        wait_until(lambda: value(api_metrics(ops_stack), "threadline_streams_open") == 0, what="stream uncounted")
+    finally:
+        httpx.post(f"{ops_stack.model_url}/_control", json={"first_token_delay": 0})
