@@ -274,12 +274,20 @@ def get_message(
     if not {permissions.MESSAGES_READ, permissions.MESSAGES_CREATE} & principal.permissions:
         principal.require(permissions.MESSAGES_READ)
     with transaction() as session:
-        thread = owned_thread(session, principal, thread_ref)
-        message = session.get(Message, message_id)
-        if message is None or message.thread_id != thread.id:
-            raise NotFound("Message not found.")
-        require_readable(session, principal, message)
+        message = readable_message(session, principal, thread_ref, message_id)
         return message, steps_by_message(session, [message.id]).get(message.id, [])
+
+
+def readable_message(session: Session, principal: Principal, thread_ref: int | uuid.UUID,
+                     message_id: uuid.UUID) -> Message:
+    """A message of the caller's own thread that the caller may read (require_readable); NotFound for a
+    message of another thread, so ids cannot be probed across threads. Reading and streaming share it."""
+    thread = owned_thread(session, principal, thread_ref)
+    message = session.get(Message, message_id)
+    if message is None or message.thread_id != thread.id:
+        raise NotFound("Message not found.")
+    require_readable(session, principal, message)
+    return message
 
 
 def list_messages(

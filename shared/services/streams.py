@@ -11,11 +11,9 @@ from dataclasses import dataclass
 from sqlalchemy import bindparam, select
 
 from shared.db import read
-from shared.errors import NotFound
-from shared.models import ACTIVE_STATUSES, Message, Run
+from shared.models import ACTIVE_STATUSES, Run
 from shared.permissions import Principal
-from shared.services.messages import require_readable
-from shared.services.threads import owned_thread
+from shared.services.messages import readable_message
 
 
 @dataclass(frozen=True)
@@ -28,11 +26,7 @@ class StreamTarget:
 def target(principal: Principal, thread_ref: int | uuid.UUID, message_id: uuid.UUID) -> StreamTarget:
     """The run behind a message the caller may read; NotFound/Forbidden exactly as reading it."""
     with read() as session:
-        thread = owned_thread(session, principal, thread_ref)
-        message = session.get(Message, message_id)
-        if message is None or message.thread_id != thread.id:
-            raise NotFound("Message not found.")
-        require_readable(session, principal, message)
+        readable_message(session, principal, thread_ref, message_id)
         run = session.execute(select(Run.id, Run.attempts).where(Run.response_message_id == message_id)).first()
     return StreamTarget(message_id, run.id if run else None, run.attempts if run else 0)
 
