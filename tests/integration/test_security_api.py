@@ -11,6 +11,7 @@ addresses of its own through ``X-Forwarded-For``, which is also how ProxyFix is 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import random
 import subprocess
 import sys
@@ -288,7 +289,10 @@ def test_a_flood_of_readiness_probes_leaves_database_connections_bounded(stack):
         sampler.start()
         try:
             started = time.monotonic()
-            results = asyncio.run(_flood(stack.api_url, 2000))
+            # A thread of its own: the browser tests' Playwright (sync API) keeps an event loop running on
+            # the main thread for the whole session, where asyncio.run() refuses to start another.
+            with concurrent.futures.ThreadPoolExecutor(1) as pool:
+                results = pool.submit(asyncio.run, _flood(stack.api_url, 2000)).result()
             elapsed = time.monotonic() - started
         finally:
             stop.set()

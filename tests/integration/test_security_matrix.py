@@ -65,6 +65,10 @@ ENDPOINTS = [
     Endpoint("GET", "/v1/threads/{uuid}/messages/{msg}"),
     Endpoint("GET", "/v1/threads/{uuid}/messages/{msg}/stream"),
 ]
+# Any signed-in caller may read these (who am I, the model registry, the tenant's workflow names): no
+# permission and no thread, but never without credentials, and never another tenant's data.
+SIGNED_IN = [Endpoint("GET", "/api/auth/me", thread_scoped=False), Endpoint("GET", "/api/models", thread_scoped=False),
+             Endpoint("GET", "/api/workflows", thread_scoped=False)]
 PUBLIC = {("GET", "/healthz"), ("GET", "/readyz"), ("POST", "/api/auth/login"), ("POST", "/api/auth/logout")}
 
 
@@ -184,11 +188,26 @@ def test_someone_elses_message_id_through_ones_own_thread_is_404(world):
             assert_refused(world, c.get(path), (404,), path)
 
 
+@pytest.mark.parametrize("endpoint", SIGNED_IN, ids=str)
+@pytest.mark.parametrize("case", list(CREDENTIALS))
+def test_signed_in_endpoints_want_credentials(world, endpoint, case):
+    response = call(world, endpoint, CREDENTIALS[case](world), world.owner.id)
+    assert_refused(world, response, (401,), f"{case} → {endpoint}")
+
+
+@pytest.mark.parametrize("endpoint", SIGNED_IN, ids=str)
+def test_signed_in_endpoints_show_only_the_callers_own(world, endpoint):
+    """A token without permissions still gets them, but only about its own user and tenant."""
+    response = call(world, endpoint, {"Authorization": f"Bearer {world.stranger.token}"}, world.stranger.id)
+    assert response.status_code == 200, response.text
+    assert not [secret for secret in world.secrets if str(secret) in response.text]
+
+
 def test_the_matrix_covers_every_endpoint(world):
     spec = httpx.get(world.stack.api_url + "/openapi.json").json()
     listed = {(method.upper(), path) for path, item in spec["paths"].items() for method in item
               if method in ("get", "post", "put", "patch", "delete")}
-    covered = {(e.method, e.path.split("?")[0].replace("{ai}", "{thread_id}")) for e in ENDPOINTS}
+    covered = {(e.method, e.path.split("?")[0].replace("{ai}", "{thread_id}")) for e in ENDPOINTS + SIGNED_IN}
 
     def normal(path: str) -> str:  # compare shapes, not parameter names
         import re
