@@ -45,6 +45,8 @@ class Run(Base):
     queued_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column()
     finished_at: Mapped[datetime | None] = mapped_column()
+    # Set by a cancel while a worker holds the run (migration 0007); the worker ends it as cancelled.
+    cancel_requested_at: Mapped[datetime | None] = mapped_column()
 
 
 class RunStep(Base):
