@@ -208,7 +208,7 @@ def _announce(cancels: list[runs.Cancel], *, rolled_back: bool = False) -> None:
     for cancel in cancels:
         if cancel.effect == runs.CancelEffect.CANCELLED:
             if not rolled_back:  # a rolled-back run's log is gone with it; its readers end from the row
-                events.run_cancelled(cancel.run_id, 0, cancel.response_message_id)
+                events.run_cancelled(cancel.run_id, cancel.attempt, cancel.response_message_id)
             notify.publish_run_finished(str(cancel.run_id))
             if cancel.next_run is not None and not rolled_back:
                 enqueue_run(cancel.next_run)
@@ -218,18 +218,22 @@ def _announce(cancels: list[runs.Cancel], *, rolled_back: bool = False) -> None:
                 notify.publish_run_finished(str(cancel.run_id))
 
 
-CANCEL_WAIT = 5.0  # seconds a cancel waits for the worker to store the partial answer
+# Seconds a cancel waits for the worker holding the run to store the partial answer before it ends
+# the run itself (runs.end_cancelled): the worker stops at its next stream chunk (tens of ms at any
+# model's token rate), but a model silent before its first token or a slow tool would keep it longer.
+CANCEL_GRACE = 0.3
 
 
 def cancel_message(principal: Principal, thread_ref: int | uuid.UUID, message_id: uuid.UUID,
-                   wait: float = CANCEL_WAIT) -> Message:
+                   wait: float = CANCEL_GRACE) -> Message:
     """Cancel the answer being produced into ``message_id`` (the response message of a post; its user
     message names the same answer) and return the response message as it then stands.
 
     Allowed to the thread's owner with ai_thread_messages.create. A queued run is cancelled here and
     never starts; for a run in progress its worker is told and this waits (up to ``wait`` seconds,
     woken by the worker's run-finished notification) for it to store the partial text as
-    ``cancelled``. Cancelling a cancelled answer returns it again; a finished one (or a message no run
+    ``cancelled``, and then, if it has not, ends the run itself with the text streamed so far (the
+    worker's late finish only adds its steps). ``wait=0`` leaves it to the worker (and the sweeper). Cancelling a cancelled answer returns it again; a finished one (or a message no run
     produces) is ``AlreadyFinished`` (409) carrying the message; unknown ids are NotFound.
     """
     principal.require(permissions.MESSAGES_CREATE)
@@ -247,7 +251,9 @@ def cancel_message(principal: Principal, thread_ref: int | uuid.UUID, message_id
         response_id = run.response_message_id
     _announce([cancel])
     if cancel.effect == runs.CancelEffect.REQUESTED and wait > 0:
-        notify.wait_for_run(str(run.id), wait, lambda: _status(response_id).finished)
+        if not notify.wait_for_run(str(run.id), wait, lambda: _status(response_id).finished):
+            if (ended := runs.end_cancelled(run.id)) is not None:
+                _announce([ended])
     with read() as session:
         response = session.get(Message, response_id)
     if response is None:  # rolled back meanwhile by a post with Thread-Busy: rollback

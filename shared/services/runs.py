@@ -29,7 +29,7 @@ from sqlalchemy import and_, bindparam, case, delete, func, insert, or_, select,
 from sqlalchemy.orm import Session
 
 from shared.config import settings
-from shared.db import transaction
+from shared.db import read, transaction
 from shared.errors import Conflict, RateLimited
 from shared.models import ACTIVE_STATUSES, Message, Run, RunEvent, RunStep, Status, StepStatus, Thread, User, Workflow, utcnow
 
@@ -182,6 +182,7 @@ class Cancel:
     response_message_id: uuid.UUID
     effect: CancelEffect
     next_run: uuid.UUID | None = None  # the thread's next queued run, to enqueue (CANCELLED only)
+    attempt: int = 0  # the attempt its run.cancelled event belongs to
 
 
 def cancel_run(session: Session, run_id: uuid.UUID, response_message_id: uuid.UUID) -> Cancel:
@@ -491,10 +492,57 @@ def finish(job: RunJob, outcome: Outcome) -> Finished | None:
             "new_usage": outcome.usage, "new_error": outcome.error,
         }).first()
         if ended is None:
+            _keep_steps_after_cancel(session, job, outcome)
             return None
         _write_answer(session, run_id=job.run_id, attempt=ended.attempts, thread_id=job.thread_id,
                       response_message_id=job.response_message_id, outcome=outcome, status=ended.status, now=now)
         return Finished(next_run=session.scalar(_NEXT_QUEUED, {"thread_id": job.thread_id}), status=ended.status)
+
+
+def _keep_steps_after_cancel(session, job: RunJob, outcome: Outcome) -> None:
+    """The cancel ended this worker's run before the worker got there (``end_cancelled``): the answer
+    stays as the cancel stored it, but the steps this worker did are still recorded (a tool's side
+    effect must stay listed on the run)."""
+    if not outcome.steps:
+        return
+    run = session.execute(select(RUNS.c.attempts).where(
+        RUNS.c.id == job.run_id, RUNS.c.lease_owner == job.owner, RUNS.c.status == Status.CANCELLED)).first()
+    if run is not None:
+        session.execute(insert(RunStep.__table__), [
+            dict(run_id=job.run_id, attempt=run.attempts, index=s.index, kind=s.kind, name=s.name,
+                 arguments=s.arguments, output=s.output, status=s.status, usage=s.usage,
+                 started_at=s.started_at, finished_at=s.finished_at) for s in outcome.steps])
+
+
+_END_CANCELLED = (
+    update(RUNS)
+    .where(RUNS.c.id == bindparam("run_id"), RUNS.c.status == Status.IN_PROGRESS,
+           RUNS.c.cancel_requested_at.is_not(None))
+    .values(status=Status.CANCELLED, finished_at=bindparam("now", type_=RUNS.c.finished_at.type),
+            lease_expires_at=None)  # lease_owner stays: its worker may still add the steps it did
+    .returning(RUNS.c.attempts, RUNS.c.thread_id, RUNS.c.response_message_id)
+)
+
+
+def end_cancelled(run_id: uuid.UUID) -> Cancel | None:
+    """End a run whose worker has not stopped within the cancel's grace time (a model silent before
+    its first token, a slow tool, a worker gone): the text it streamed so far (its event log) becomes
+    the cancelled answer. The same conditional UPDATE as every other end, so the worker's own finish,
+    arriving later, finds the run ended and only adds its steps. None if the run has ended meanwhile."""
+    attempt = None
+    with read() as session:
+        attempt = session.scalar(select(RUNS.c.attempts).where(RUNS.c.id == run_id))
+    content = partial_text(run_id, attempt or 0)
+    now = utcnow()
+    with transaction() as session:
+        row = session.execute(_END_CANCELLED, {"run_id": run_id, "now": now}).first()
+        if row is None:
+            return None
+        _write_answer(session, run_id=run_id, attempt=row.attempts, thread_id=row.thread_id,
+                      response_message_id=row.response_message_id, outcome=Outcome(content=content, cancelled=True),
+                      status=Status.CANCELLED, now=now)
+        return Cancel(run_id, row.response_message_id, CancelEffect.CANCELLED,
+                      next_run=session.scalar(_NEXT_QUEUED, {"thread_id": row.thread_id}), attempt=row.attempts)
 
 
 def sweep() -> tuple[list[uuid.UUID], list[uuid.UUID]]:

@@ -189,3 +189,22 @@ def test_rollback_closes_the_gap_under_a_later_direct_message(connection, princi
     from shared.models import Thread
 
     assert connection.scalar(select(Thread.last_seq).where(Thread.id == thread.id)) == 3
+
+
+def test_a_worker_that_does_not_stop_in_time_is_overtaken_and_only_adds_its_steps(connection, principal, thread,
+                                                                                    enqueued):
+    """The model is silent before its first token (or a tool is slow): the cancel's grace time runs
+    out, the cancel ends the run itself, and the worker's later finish stores no second answer."""
+    exchange = post_user_message(principal, thread.id, content="think long")
+    behind = post_user_message(principal, thread.id, content="next")
+    job = runs.claim(exchange.run_id, "worker-a")
+    stopped = cancel_message(principal, thread.id, exchange.response.id, wait=0.05)  # nobody stores it in time
+    assert stopped.status == Status.CANCELLED and enqueued[-1] == behind.run_id
+    now = utcnow()
+    tool = StepRecord(index=0, kind="tool_call", name="save_memory", arguments={}, output="{}",
+                      status=StepStatus.COMPLETED, started_at=now, finished_at=now)
+    assert runs.finish(job, Outcome(content="the full late answer", steps=[tool])) is None
+    message = connection.execute(select(MESSAGES).where(MESSAGES.c.id == exchange.response.id)).one()
+    assert (message.status, message.content) == (Status.CANCELLED, "")
+    assert connection.scalar(select(RunStep.__table__.c.name).where(
+        RunStep.__table__.c.run_id == exchange.run_id)) == "save_memory"
