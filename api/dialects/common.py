@@ -113,12 +113,8 @@ class AnswerHeaders(Schema):
                   "description": "What to do when the thread is still answering an earlier message: `enqueue` "
                                  "(default: answer after it), `reject` (409), `interrupt` (cancel it, keep its partial "
                                  "answer, answer this one), `rollback` (cancel it and delete its messages and steps, "
-                                 "answer this one). See docs/api.md, Double-texting."},
-    )
-    if_thread_idle = fields.String(
-        data_key="If-Thread-Idle", load_default=None,
-        metadata={"enum": ["true", "false"],
-                  "description": "`true` is an alias of `Thread-Busy: reject` (both at once must agree)."},
+                                 "answer this one). The older `If-Thread-Idle: true` is an alias of `reject`; both at "
+                                 "once must agree (else 422, 400 in chats). See docs/api.md, Double-texting."},
     )
     prefer = fields.String(
         data_key="Prefer", load_default=None, validate=validate.Length(max=1000),

@@ -197,6 +197,10 @@ def post_user_message(
                 raise Conflict("This message id is already in use.") from None
             return replay
     _announce(cancels, rolled_back=busy_policy == runs.BusyPolicy.ROLLBACK)
+    if busy_policy == runs.BusyPolicy.INTERRUPT:
+        for cancel in cancels:  # the new answer waits for these to end: make sure they do, promptly
+            if cancel.effect == runs.CancelEffect.REQUESTED:
+                _stop_within_grace(cancel.run_id, cancel.response_message_id, CANCEL_GRACE)
     events.run_queued(exchange.run_id, exchange.response.id, exchange.request.id)  # before the worker's run.started
     enqueue_run(exchange.run_id)
     return exchange
@@ -251,9 +255,7 @@ def cancel_message(principal: Principal, thread_ref: int | uuid.UUID, message_id
         response_id = run.response_message_id
     _announce([cancel])
     if cancel.effect == runs.CancelEffect.REQUESTED and wait > 0:
-        if not notify.wait_for_run(str(run.id), wait, lambda: _status(response_id).finished):
-            if (ended := runs.end_cancelled(run.id)) is not None:
-                _announce([ended])
+        _stop_within_grace(run.id, response_id, wait)
     with read() as session:
         response = session.get(Message, response_id)
     if response is None:  # rolled back meanwhile by a post with Thread-Busy: rollback
@@ -261,6 +263,13 @@ def cancel_message(principal: Principal, thread_ref: int | uuid.UUID, message_id
     if cancel.effect == runs.CancelEffect.FINISHED and response.status != Status.CANCELLED:
         raise AlreadyFinished(f"This answer has already ended ({response.status}); it cannot be cancelled.", response)
     return response
+
+
+def _stop_within_grace(run_id: uuid.UUID, response_id: uuid.UUID, grace: float) -> None:
+    """Wait up to ``grace`` seconds for the worker to store the cancelled answer, else end it here."""
+    if not notify.wait_for_run(str(run_id), grace, lambda: _status(response_id).finished):
+        if (ended := runs.end_cancelled(run_id)) is not None:
+            _announce([ended])
 
 
 def _status(message_id: uuid.UUID) -> Status:

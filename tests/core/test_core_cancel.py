@@ -13,6 +13,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select, update
 
+from shared.db import transaction as runs_transaction
 from shared.models import Message, Run, RunStep, Status, StepStatus, utcnow
 from shared.services import messages, runs
 from shared.services.messages import AlreadyFinished, cancel_message, post_user_message
@@ -153,16 +154,33 @@ def test_a_lost_worker_with_a_cancel_pending_is_ended_cancelled_by_the_sweeper(c
 
 def test_interrupt_cancels_the_active_run_keeps_its_partial_answer_and_answers_next(connection, principal, thread,
                                                                                     enqueued):
+    """No worker runs here, so the interrupting post's grace time runs out and it ends the run itself,
+    with the text the run's event log holds; the worker's late finish stores nothing more."""
+    from shared import events
+    from shared.events import EventType
+
     first = post_user_message(principal, thread.id, content="first")
     job = runs.claim(first.run_id, "worker-a")
+    events.append(first.run_id, EventType.MESSAGE_DELTA, {"text": "partial"}, job.attempt)
     second = post_user_message(principal, thread.id, content="actually", busy_policy=BusyPolicy.INTERRUPT)
-    assert run_row(connection, first.run_id).cancel_requested_at is not None
-    finished = runs.finish(job, Outcome(content="partial", cancelled=True))
-    assert finished.status == Status.CANCELLED and finished.next_run == second.run_id
-    assert [s[:3] for s in seqs(connection, thread.id)] == [
-        (1, "user", "first"), (2, "assistant", "partial"), (3, "user", "actually"), (4, "assistant", "")]
+    assert run_row(connection, first.run_id).status == Status.CANCELLED and enqueued[-1] == second.run_id
+    assert runs.finish(job, Outcome(content="the whole first answer")) is None
+    assert [s[:4] for s in seqs(connection, thread.id)] == [
+        (1, "user", "first", Status.COMPLETED), (2, "assistant", "partial", Status.CANCELLED),
+        (3, "user", "actually", Status.COMPLETED), (4, "assistant", "", Status.QUEUED)]
     following = runs.claim(second.run_id, "worker-a")
     assert {"role": "assistant", "content": "partial"} in following.history  # the partial answer is history
+
+
+def test_interrupt_lets_a_worker_that_stops_in_time_store_its_own_partial_text(connection, principal, thread,
+                                                                              enqueued):
+    first = post_user_message(principal, thread.id, content="first")
+    job = runs.claim(first.run_id, "worker-a")
+    with runs_transaction() as session:  # the interrupt's own statements, without its wait
+        cancels, _ = runs.apply_busy_policy(session, thread.id, BusyPolicy.INTERRUPT)
+    assert [c.effect for c in cancels] == [runs.CancelEffect.REQUESTED]
+    finished = runs.finish(job, Outcome(content="the worker's partial", cancelled=True))
+    assert finished.status == Status.CANCELLED
 
 
 def test_rollback_deletes_the_active_exchanges_and_the_new_post_takes_their_seqs(connection, principal, thread,

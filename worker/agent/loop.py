@@ -99,10 +99,12 @@ class Agent:
         return self._outcome(content, citations=cited, cancelled=True)
 
     def _check(self) -> None:
-        if not self.still_ours():
-            raise LeaseLost(str(self.job.run_id))
+        # The cancel first: a cancel that ended the run itself (runs.end_cancelled) also ends the lease,
+        # and the steps done so far must still reach runs.finish to be recorded.
         if self.cancelled():
             raise CancelRequested(str(self.job.run_id))
+        if not self.still_ours():
+            raise LeaseLost(str(self.job.run_id))
         if time.monotonic() > self.deadline:
             raise DeadlineExceeded(f"run took longer than {settings.run_deadline:g}s")
 
