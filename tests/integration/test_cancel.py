@@ -178,6 +178,39 @@ def test_a_queued_answer_never_starts_and_the_next_one_starts_at_once(client, us
     assert message(client, d, thread, doomed)["details"]["steps"] == []  # it never ran
 
 
+SLOW_TOOL_SECONDS = 3.0
+
+
+def test_cancel_while_a_slow_tool_runs(client, user, web_ports):
+    """read_web_page on a page that takes 3 s: the cancel answers at once (its grace time runs out
+    and it ends the run itself), and the tool call, finished later by the worker, is still listed."""
+    from tests.local_http import LocalServer, html
+
+    slow_page = html("<p>worth the wait</p>")
+    routes = {"/slow": lambda request: (time.sleep(SLOW_TOOL_SECONDS), slow_page(request))[1]}
+    d = BY_NAME["ai-threads"]
+    with LocalServer(routes, port=web_ports["page"]) as server:
+        thread = d.create(client)
+        _, answer = d.ids(post(client, d, thread, f"Please read {server.url('/slow')} and summarise it", user))
+        with client.stream("GET", d.message.format(t=thread, m=answer) + "/stream",
+                           headers={"Accept": "text/event-stream"}) as response:
+            for event in events(response):  # until the tool call has started
+                if event.type == "step.started" and event.data["kind"] == "tool_call":
+                    break
+        wait_until(lambda: server.seen, timeout=10, what="the tool's request")
+        requested = time.monotonic()
+        stopped = cancel(client, d, thread, answer)
+        took = time.monotonic() - requested
+        assert stopped.status_code == 200 and stopped.json()["status"] == "cancelled"
+        assert took < 1.5, f"cancel took {took:.3f}s while the tool ran"
+        steps = wait_until(lambda: (s := message(client, d, thread, answer)["steps"]) and
+                           any(x["name"] == "read_web_page" for x in s) and s,
+                           timeout=SLOW_TOOL_SECONDS + 10, what="the tool's step, recorded after it finished")
+    assert [x["name"] for x in steps if x["kind"] == "tool_call"] == ["read_web_page"]
+    assert message(client, d, thread, answer)["status"] == "cancelled"
+    assert len([x for x in steps if x["kind"] == "model_call"]) == 1, "no model call after the cancel"
+
+
 def test_tool_side_effects_done_before_the_cancel_stay_listed(client, user, slow_model):
     d = BY_NAME["v1-threads"]
     thread = d.create(client)
