@@ -197,11 +197,11 @@ def post_user_message(
                 raise Conflict("This message id is already in use.") from None
             return replay
     _announce(cancels, rolled_back=busy_policy == runs.BusyPolicy.ROLLBACK)
+    events.run_queued(exchange.run_id, exchange.response.id, exchange.request.id)  # before the worker's run.started
     if busy_policy == runs.BusyPolicy.INTERRUPT:
         for cancel in cancels:  # the new answer waits for these to end: make sure they do, promptly
             if cancel.effect == runs.CancelEffect.REQUESTED:
                 _stop_within_grace(cancel.run_id, cancel.response_message_id, CANCEL_GRACE)
-    events.run_queued(exchange.run_id, exchange.response.id, exchange.request.id)  # before the worker's run.started
     enqueue_run(exchange.run_id)
     return exchange
 
@@ -237,8 +237,9 @@ def cancel_message(principal: Principal, thread_ref: int | uuid.UUID, message_id
     never starts; for a run in progress its worker is told and this waits (up to ``wait`` seconds,
     woken by the worker's run-finished notification) for it to store the partial text as
     ``cancelled``, and then, if it has not, ends the run itself with the text streamed so far (the
-    worker's late finish only adds its steps). ``wait=0`` leaves it to the worker (and the sweeper). Cancelling a cancelled answer returns it again; a finished one (or a message no run
-    produces) is ``AlreadyFinished`` (409) carrying the message; unknown ids are NotFound.
+    worker's late finish only adds its steps). ``wait=0`` leaves it to the worker (and the sweeper).
+    Cancelling a cancelled answer returns it again; a finished one (or a message no run produces) is
+    ``AlreadyFinished`` (409) carrying the message; unknown ids are NotFound.
     """
     principal.require(permissions.MESSAGES_CREATE)
     with transaction() as session:
