@@ -226,3 +226,53 @@ def test_a_worker_that_does_not_stop_in_time_is_overtaken_and_only_adds_its_step
     assert (message.status, message.content) == (Status.CANCELLED, "")
     assert connection.scalar(select(RunStep.__table__.c.name).where(
         RunStep.__table__.c.run_id == exchange.run_id)) == "save_memory"
+
+
+def test_a_cancel_and_the_finish_racing_on_two_connections_end_in_one_state(core_engine, monkeypatch, make_principal):
+    """The same race with real concurrency: the cancel and the worker's finish start together (a
+    barrier) on two connections of their own, committing for real (this test leaves the savepoint
+    isolation: its rows stay in the session's throwaway database, under a tenant of its own)."""
+    import threading
+
+    from sqlalchemy.orm import sessionmaker
+
+    from shared import db
+    from shared.services import threads
+
+    monkeypatch.setattr(db, "_bound", sessionmaker(bind=core_engine, expire_on_commit=False))
+    principal = make_principal()
+    thread = threads.create_thread(principal, title="race")
+    tally = {Status.COMPLETED: 0, Status.CANCELLED: 0}
+    for i in range(60):
+        exchange = post_user_message(principal, thread.id, content=f"race {i}")
+        job = runs.claim(exchange.run_id, "worker-a")
+        start, results = threading.Barrier(2), {}
+
+        def do_cancel():
+            start.wait()
+            try:
+                results["cancel"] = cancel_message(principal, thread.id, exchange.response.id, wait=0)
+            except AlreadyFinished as exc:
+                results["cancel"] = exc
+
+        def do_finish():
+            start.wait()
+            results["finish"] = runs.finish(job, Outcome(content=f"full answer {i}"))
+
+        racers = [threading.Thread(target=do_cancel), threading.Thread(target=do_finish)]
+        for racer in racers:
+            racer.start()
+        for racer in racers:
+            racer.join(timeout=30)
+        with core_engine.connect() as conn:
+            run = conn.execute(select(RUNS).where(RUNS.c.id == exchange.run_id)).one()
+            message = conn.execute(select(MESSAGES).where(MESSAGES.c.id == exchange.response.id)).one()
+        assert run.status == message.status and message.content == f"full answer {i}"  # one text, the worker's
+        assert results["finish"] is not None and results["finish"].status == run.status
+        if isinstance(results["cancel"], AlreadyFinished):
+            assert run.status == Status.COMPLETED
+        else:
+            assert run.status == Status.CANCELLED
+        tally[run.status] += 1
+    assert sum(tally.values()) == 60
+    print(f"race outcomes: {tally}")
