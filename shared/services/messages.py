@@ -249,18 +249,18 @@ def cancel_message(principal: Principal, thread_ref: int | uuid.UUID, message_id
             raise NotFound("Message not found.")
         run = session.scalar(select(Run).where(
             (Run.response_message_id == message.id) | (Run.request_message_id == message.id)))
-        if run is None:
-            raise AlreadyFinished("This message is not an answer being produced; there is nothing to cancel.",
-                                  message)
-        cancel = runs.cancel_run(session, run.id, run.response_message_id)
-        response_id = run.response_message_id
-    _announce([cancel])
-    if cancel.effect == runs.CancelEffect.REQUESTED and wait > 0:
-        _stop_within_grace(run.id, response_id, wait)
-    with read() as session:
+        cancel = runs.cancel_run(session, run.id, run.response_message_id) if run is not None else None
+        response_id = run.response_message_id if run is not None else message.id
+    if cancel is not None:
+        _announce([cancel])
+        if cancel.effect == runs.CancelEffect.REQUESTED and wait > 0:
+            _stop_within_grace(cancel.run_id, response_id, wait)
+    with read() as session:  # read after the commit: the message as it stands, loaded for the caller
         response = session.get(Message, response_id)
     if response is None:  # rolled back meanwhile by a post with Thread-Busy: rollback
         raise NotFound("Message not found.")
+    if cancel is None:  # a user message posted without an answer, or a direct v1 message
+        raise AlreadyFinished("This message is not an answer being produced; there is nothing to cancel.", response)
     if cancel.effect == runs.CancelEffect.FINISHED and response.status != Status.CANCELLED:
         raise AlreadyFinished(f"This answer has already ended ({response.status}); it cannot be cancelled.", response)
     return response

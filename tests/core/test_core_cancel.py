@@ -276,3 +276,10 @@ def test_a_cancel_and_the_finish_racing_on_two_connections_end_in_one_state(core
         tally[run.status] += 1
     assert sum(tally.values()) == 60
     print(f"race outcomes: {tally}")
+
+
+def test_a_message_no_run_produces_is_a_conflict_carrying_it(principal, thread):
+    direct, _ = messages.create_message(principal, thread.id, role="assistant", content="imported")
+    with pytest.raises(AlreadyFinished) as refused:
+        cancel_message(principal, thread.id, direct.id)
+    assert (refused.value.resource.id, refused.value.resource.content) == (direct.id, "imported")

@@ -341,3 +341,10 @@ def test_cancel_latency_while_streaming(client, user, slow_model, capsys):
         print(f"\ncancel → stored: p50 {pct(stored, 50) * 1000:.0f} ms, p99 {pct(stored, 99) * 1000:.0f} ms; "
               f"cancel → stream end: p50 {pct(ended, 50) * 1000:.0f} ms, p99 {pct(ended, 99) * 1000:.0f} ms")
     assert pct(stored, 99) < 1.0 and pct(ended, 99) < 1.0
+
+
+def test_cancelling_a_direct_message_is_409_with_it(client):
+    thread = BY_NAME["v1-threads"].create(client)
+    created = client.post(f"/v1/threads/{thread}/messages", json={"role": "ASSISTANT", "content": {"text": "imported"}})
+    refused = cancel(client, BY_NAME["v1-threads"], thread, created.json()["id"])
+    assert refused.status_code == 409 and refused.json()["data"]["content"]["text"] == "imported"

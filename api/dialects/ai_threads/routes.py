@@ -211,7 +211,7 @@ def stream_message(_query, _headers, thread_id: int, message_id: uuid.UUID):
 
 @blp.route("/<int:thread_id>/messages/<uuid:message_id>/cancel", methods=["POST"])
 @blp.response(200, schemas.MessageResource)
-@document_errors(blp, {**ERRORS, 409: (_E, "The answer already finished: the body's data is the message")})
+@document_errors(blp, {**ERRORS, 409: (schemas.CancelConflict, "The answer already finished: the body's data is the message")})
 def cancel_message(thread_id: int, message_id: uuid.UUID):
     """Stop the answer being produced (permission ai_thread_messages.create, your own thread).
 

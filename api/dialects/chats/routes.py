@@ -223,7 +223,7 @@ def stream_message(path, _query, _headers, **_raw):
 @blp.route("/<chatId>/messages/<messageId>/cancel", methods=["POST"])
 @blp.arguments(schemas.MessagePath, location="path", error_status_code=400)
 @blp.response(200, schemas.ChatMessageEnvelope)
-@document_errors(blp, {**READ_ERRORS, 409: (E, "The answer already finished: the body's data is the message")})
+@document_errors(blp, {**READ_ERRORS, 409: (schemas.CancelConflict, "The answer already finished: the body's data is the message")})
 def cancel_message(path, **_raw):
     """Stop the answer being produced (permission ai_thread_messages.create, your own chat).
 

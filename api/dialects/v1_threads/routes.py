@@ -258,7 +258,7 @@ def stream_message(path, _query, _headers, **_raw):
 @blp.route("/<thread_id>/messages/<message_id>/cancel", methods=["POST"])
 @blp.arguments(schemas.MessagePath, location="path")
 @blp.response(200, schemas.ThreadMessageResponse)
-@document_errors(blp, {**ERRORS, 409: (E, "The answer already finished: `data` is the message")})
+@document_errors(blp, {**ERRORS, 409: (schemas.CancelConflict, "The answer already finished: `data` is the message")})
 def cancel_message(path, **_raw):
     """Stop the answer being produced (permission ai_thread_messages.create, your own thread).
 

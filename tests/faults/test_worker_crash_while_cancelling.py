@@ -7,7 +7,9 @@ the text it had streamed, exactly once, and never be handed to another worker to
   the lost run with its cancel pending and ends it cancelled (runs.sweep), and enqueues the run
   queued behind it.
 
-These posts are not recorded in the ledger: its exactly-once check expects completed or failed answers."""
+These posts are not recorded in the ledger: its exactly-once check expects completed or failed answers.
+The file sorts after test_redis_restart.py on purpose: the SIGKILLed workers stay listed in the fault
+stack's processes, and that test asserts every listed worker is alive."""
 from __future__ import annotations
 
 import httpx
