@@ -18,6 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from shared import events, notify, permissions
+from shared.config import settings
 from shared.db import read, transaction
 from shared.errors import Conflict, NotFound, ValidationFailed
 from shared.models import Message, Run, RunStep, Status, Thread, utcnow
@@ -210,8 +211,10 @@ def _announce(cancels: list[runs.Cancel], *, rolled_back: bool = False) -> None:
     """After the commit: end the event logs of runs cancelled while queued and wake their waiters,
     start the runs queued behind them, and tell the workers holding runs in progress to stop."""
     for cancel in cancels:
+        if rolled_back and settings.redis_url:  # end its open streams now (run.cancelled, message: null)
+            events.run_cancelled(cancel.run_id, cancel.attempt, cancel.response_message_id)
         if cancel.effect == runs.CancelEffect.CANCELLED:
-            if not rolled_back:  # a rolled-back run's log is gone with it; its readers end from the row
+            if not rolled_back:  # (embedded: a rolled-back run's log rows went with it; readers end from the row)
                 events.run_cancelled(cancel.run_id, cancel.attempt, cancel.response_message_id)
             notify.publish_run_finished(str(cancel.run_id))
             if cancel.next_run is not None and not rolled_back:

@@ -348,3 +348,25 @@ def test_cancelling_a_direct_message_is_409_with_it(client):
     created = client.post(f"/v1/threads/{thread}/messages", json={"role": "ASSISTANT", "content": {"text": "imported"}})
     refused = cancel(client, BY_NAME["v1-threads"], thread, created.json()["id"])
     assert refused.status_code == 409 and refused.json()["data"]["content"]["text"] == "imported"
+
+
+def test_a_stream_of_a_rolled_back_answer_ends_with_run_cancelled(client, user, slow_model, stack):
+    d = BY_NAME["ai-threads"]
+    thread = d.create(client)
+    _, rolled = d.ids(post(client, d, thread, "tell me a long story", user))
+    wait_streaming(client, d, thread, rolled)
+    seen: list = []
+
+    def follow():
+        with client.stream("GET", d.message.format(t=thread, m=rolled) + "/stream",
+                           headers={"Accept": "text/event-stream"}) as response:
+            seen.extend(events(response))
+
+    follower = threading.Thread(target=follow)
+    follower.start()
+    post(client, d, thread, "what I meant", user, headers={"Thread-Busy": "rollback"})
+    requested = time.monotonic()
+    follower.join(timeout=15)
+    assert seen[-1].type == "run.cancelled" and seen[-1].data["message"] is None
+    if stack.mode == "production":  # Redis: ended by the event at once; embedded: by the row, within STATUS_CHECK
+        assert time.monotonic() - requested < 2.0
