@@ -51,6 +51,9 @@ class Problem:
     message: str
     errors: list[FieldError] = field(default_factory=list)
     headers: dict[str, str] = field(default_factory=dict)
+    # Members added to the dialect's error body: a route that knows the resource the error is about
+    # sets ``exc.extra`` (a cancel refused with 409 carries the finished message as ``data``).
+    extra: dict[str, Any] = field(default_factory=dict)
 
     def fields(self) -> dict[str, list[str]]:
         """Field name → messages: the flat form the ai-threads and chats dialects render."""
@@ -175,7 +178,7 @@ def to_problem(exc: Exception) -> Problem:
     if isinstance(exc, ThreadlineError):
         headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after is not None else {}
         errors = exc.errors if isinstance(exc, RequestInvalid) else from_fields(exc.fields)
-        return Problem(exc.status, exc.code, exc.message, errors, headers)
+        return Problem(exc.status, exc.code, exc.message, errors, headers, dict(getattr(exc, "extra", None) or {}))
     if isinstance(exc, RateLimitExceeded):
         return Problem(429, "rate_limited", f"Too many requests: the limit is {exc.description}.",
                        headers={"Retry-After": str(_seconds_until_reset())})
@@ -206,7 +209,10 @@ def to_problem(exc: Exception) -> Problem:
 def respond(exc: Exception):
     dialect = dialect_for(request.path) or GENERIC
     problem = dialect.adapt(to_problem(exc))
-    response = jsonify(dialect.render(problem))
+    body = dialect.render(problem)
+    if problem.extra and isinstance(body, dict):
+        body = {**body, **problem.extra}
+    response = jsonify(body)
     response.status_code = problem.status
     if isinstance(exc, HTTPException) and exc.code in (401, 405, 429):
         for key, value in exc.get_headers():

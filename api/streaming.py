@@ -32,6 +32,7 @@ from marshmallow import EXCLUDE, Schema, fields, validate
 from api.errors import FieldError, RequestInvalid
 from shared import events
 from shared.config import settings
+from shared.errors import NotFound
 from shared.events import TERMINAL, EventType
 from shared.models import Status
 from shared.observability import metrics
@@ -156,8 +157,19 @@ def _open(events_: Iterator[str]) -> Iterator[str]:
         yield from events_
 
 
+def _render_or_gone(render: Render, message_id: uuid.UUID) -> dict[str, Any] | None:
+    """The stored message, or None when a ``Thread-Busy: rollback`` post deleted it (the stream still
+    ends, with ``run.cancelled`` and ``message: null``)."""
+    try:
+        return render(message_id)
+    except NotFound:
+        return None
+
+
 def _terminal(type_: str, data: dict[str, Any], render: Render, message_id: uuid.UUID) -> dict[str, Any]:
-    message = render(message_id)
+    message = _render_or_gone(render, message_id)
+    if message is None:
+        return {**data, "message": None}
     if type_ == EventType.MESSAGE_COMPLETED:
         return message
     return {**data, "message": message}
@@ -165,7 +177,10 @@ def _terminal(type_: str, data: dict[str, Any], render: Render, message_id: uuid
 
 def _from_stored(target: StreamTarget, render: Render) -> str:
     """The end of a stream whose log has none: built from the stored message alone."""
-    message = render(target.message_id)
+    message = _render_or_gone(render, target.message_id)
+    if message is None:
+        return frame(EventType.RUN_CANCELLED, {"run_id": str(target.run_id) if target.run_id else None,
+                                               "message_id": str(target.message_id), "message": None})
     type_ = STATUS_EVENT.get(str(message.get("status", "")).lower(), EventType.MESSAGE_COMPLETED)
     if type_ == EventType.MESSAGE_COMPLETED:
         return frame(type_, message)

@@ -1,6 +1,7 @@
 """What a posting request asks for besides its body: how long to wait for the answer (``?wait=SECONDS``
-or ``Prefer: wait=SECONDS``, RFC 7240), its ``Idempotency-Key`` and its ``If-Thread-Idle`` precondition.
-The routes read these and pass them to the message service as arguments."""
+or ``Prefer: wait=SECONDS``, RFC 7240), its ``Idempotency-Key`` and its thread-busy policy
+(``Thread-Busy: enqueue | reject | interrupt | rollback``; ``If-Thread-Idle: true`` is an alias of
+reject). The routes read these and pass them to the message service as arguments."""
 from __future__ import annotations
 
 import re
@@ -9,6 +10,7 @@ from flask import request
 
 from api.errors import FieldError, RequestInvalid
 from shared.config import settings
+from shared.services.runs import BusyPolicy
 
 TRUE, FALSE = {"true", "1", "yes"}, {"false", "0", "no"}
 PREFER_WAIT = re.compile(r"(?:^|[;,\s])wait\s*=\s*\"?([^\s;,\"]+)", re.IGNORECASE)
@@ -41,12 +43,33 @@ def idempotency_key() -> str | None:
     return key
 
 
-def thread_idle_required() -> bool:
-    """``If-Thread-Idle: true`` asks for 409 instead of queueing behind the thread's active run."""
-    raw = request.headers.get("If-Thread-Idle")
-    if raw is None:
-        return False
-    value = raw.strip().lower()
-    if value not in TRUE | FALSE:
-        raise RequestInvalid("Invalid If-Thread-Idle header.", FieldError(("header", "If-Thread-Idle"), "Use true or false."))
-    return value in TRUE
+POLICIES = " | ".join(p.value for p in BusyPolicy)
+
+
+def busy_policy() -> BusyPolicy:
+    """The post's thread-busy policy: ``Thread-Busy``, else ``If-Thread-Idle: true`` (reject), else enqueue.
+
+    Both headers at once must agree (``If-Thread-Idle: true`` with ``Thread-Busy: reject``, or
+    ``If-Thread-Idle: false`` with anything but reject); anything else is a located 422 (400 in the
+    chats dialect), never a silent pick of one of them."""
+    raw_idle, raw_busy = request.headers.get("If-Thread-Idle"), request.headers.get("Thread-Busy")
+    idle = None
+    if raw_idle is not None:
+        value = raw_idle.strip().lower()
+        if value not in TRUE | FALSE:
+            raise RequestInvalid("Invalid If-Thread-Idle header.",
+                                 FieldError(("header", "If-Thread-Idle"), "Use true or false."))
+        idle = value in TRUE
+    if raw_busy is None:
+        return BusyPolicy.REJECT if idle else BusyPolicy.ENQUEUE
+    try:
+        policy = BusyPolicy(raw_busy.strip().lower())
+    except ValueError:
+        raise RequestInvalid("Invalid Thread-Busy header.",
+                             FieldError(("header", "Thread-Busy"), f"Use one of {POLICIES}.")) from None
+    if idle is not None and idle != (policy == BusyPolicy.REJECT):
+        raise RequestInvalid("Conflicting Thread-Busy and If-Thread-Idle headers.",
+                             FieldError(("header", "Thread-Busy"),
+                                        f"If-Thread-Idle: {raw_idle.strip()} contradicts Thread-Busy: {policy}; "
+                                        "send only Thread-Busy."))
+    return policy

@@ -218,6 +218,30 @@ def run_ended(run_id, attempt: int, response_message_id, *, failed: bool, error:
         append(run_id, EventType.MESSAGE_COMPLETED, data, attempt)
 
 
+def run_cancelled(run_id, attempt: int, response_message_id) -> None:
+    """The last event of a cancelled run, appended after the partial answer is stored (by the worker;
+    by the API for a run cancelled while still queued)."""
+    append(run_id, EventType.RUN_CANCELLED, {"run_id": str(run_id), "message_id": str(response_message_id)}, attempt)
+
+
+def streamed_text(run_id, attempt: int, limit: int = 20) -> str:
+    """The text one attempt of a run streamed (its ``message.delta`` events, joined): the partial answer
+    of a run whose worker was lost while it was being cancelled. Empty if the log is gone or away."""
+    pieces: list[str] = []
+    after = 0
+    try:
+        for _ in range(limit):  # at most limit × READ_BATCH events; the log is bounded anyway
+            batch = event_log().read(run_id, after)
+            if not batch:
+                break
+            after = batch[-1].id
+            pieces.extend(e.data.get("text", "") for e in batch
+                          if e.type == EventType.MESSAGE_DELTA and e.attempt == attempt)
+    except Exception:  # noqa: BLE001 - the partial text is a courtesy; the run ends cancelled anyway
+        log.warning("could not read the streamed text of run %s", run_id, exc_info=True)
+    return "".join(pieces)
+
+
 PRUNE_EVERY = 60.0  # seconds; the sweeper runs far more often than logs need pruning
 _last_prune = -PRUNE_EVERY
 

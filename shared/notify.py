@@ -5,6 +5,15 @@ waking. A lost notification delays an answer but never loses it: every few secon
 process looks up which of all the awaited runs have finished and wakes those waiters (so a thousand
 waiters cost one query per interval, not a thousand). One listener per process serves every waiting
 request (cheap under gevent). Without Redis (embedded mode) waiting is polling.
+
+Cancel signals go the other way: the API publishes a run id on the cancel channel, and each worker
+process has one listener that trips the ``CancelWatch`` of that run if the process holds it. The
+agent looks at its watch between stream chunks and between steps (a dict look-up, no I/O). The
+database stays the truth here too: every CANCEL_RECHECK seconds one query per worker process asks
+which of its running runs are marked for cancel (or were deleted by a rollback) and trips those — the
+safety net for a lost message, and in embedded mode (no Redis) the only path. That query reads the
+few runs a process holds by primary key, so even the embedded mode's 0.1 s rate costs one cheap
+indexed read per process per tick, not one per run per chunk.
 """
 from __future__ import annotations
 
@@ -19,6 +28,9 @@ from shared.config import settings
 log = logging.getLogger(__name__)
 
 SAFETY_RECHECK = 3.0  # seconds between the process's batched look-ups, in case a wake-up was lost
+# seconds between a worker process's look-ups of its runs' cancel marks: a lost pub/sub message
+# (Redis) — or, in embedded mode, every cancel — is noticed within this
+CANCEL_RECHECK, CANCEL_RECHECK_EMBEDDED = 1.0, 0.1
 
 _client = None
 _client_lock = threading.Lock()
@@ -159,3 +171,140 @@ def wait_for_run(run_id: str, timeout: float, is_done: Callable[[], bool]) -> bo
         return False
     finally:
         _listener.unregister(str(run_id), event)
+
+
+# -- cancel signals: API → the worker holding the run ---------------------------------------------
+
+
+def cancel_channel() -> str:
+    return f"{settings.notify_channel}:cancel"
+
+
+def publish_cancel(run_id) -> None:
+    """Tell the worker holding ``run_id`` to stop (its process's recheck catches a lost message)."""
+    client = redis_client()
+    if client is None:
+        return
+    try:
+        client.publish(cancel_channel(), str(run_id))
+    except Exception:  # noqa: BLE001 - the worker's database recheck finds the cancel mark
+        log.warning("could not publish cancel for %s", run_id, exc_info=True)
+
+
+class CancelWatch:
+    """One running run's cancel flag, tripped by the process's cancel listener."""
+
+    def __init__(self, run_id: str):
+        self.run_id = run_id
+        self._event = threading.Event()
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    def trip(self) -> None:
+        self._event.set()
+
+    def wait(self, timeout: float) -> bool:
+        return self._event.wait(timeout)
+
+
+class _CancelListener:
+    """The runs this process holds, by id; one subscriber thread (Redis) and one recheck thread."""
+
+    def __init__(self) -> None:
+        self._watches: dict[str, set[CancelWatch]] = defaultdict(set)
+        self._lock = threading.Lock()
+        self._threads: dict[str, threading.Thread] = {}
+
+    def register(self, run_id: str) -> CancelWatch:
+        watch = CancelWatch(run_id)
+        with self._lock:
+            self._watches[run_id].add(watch)
+            targets = {"cancel-recheck": self._recheck}
+            if settings.redis_url:
+                targets["cancel-listener"] = self._listen
+            for name, target in targets.items():
+                thread = self._threads.get(name)
+                if thread is None or not thread.is_alive():
+                    self._threads[name] = thread = threading.Thread(target=target, name=name, daemon=True)
+                    thread.start()
+        return watch
+
+    def unregister(self, watch: CancelWatch) -> None:
+        with self._lock:
+            watches = self._watches.get(watch.run_id)
+            if watches is not None:
+                watches.discard(watch)
+                if not watches:
+                    del self._watches[watch.run_id]
+
+    def trip(self, run_id: str) -> None:
+        with self._lock:
+            targets = list(self._watches.get(run_id, ()))
+        for watch in targets:
+            watch.trip()
+
+    def _listen(self) -> None:
+        import redis
+
+        while True:
+            try:
+                client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=2, health_check_interval=10)
+                pubsub = client.pubsub(ignore_subscribe_messages=True)
+                pubsub.subscribe(cancel_channel())
+                for message in pubsub.listen():
+                    if message.get("type") == "message":
+                        self.trip(message["data"].decode())
+            except Exception:  # noqa: BLE001 - reconnect; the recheck covers the gap
+                log.warning("cancel listener lost Redis; reconnecting", exc_info=True)
+                time.sleep(0.5)
+
+    def _recheck(self) -> None:
+        interval = CANCEL_RECHECK if settings.redis_url else CANCEL_RECHECK_EMBEDDED
+        while True:
+            time.sleep(interval)
+            with self._lock:
+                watched = list(self._watches)
+            if not watched:
+                continue
+            try:
+                for run_id in cancelled_runs(watched):
+                    self.trip(run_id)
+            except Exception:  # noqa: BLE001 - the database is away: the next tick tries again
+                log.warning("could not re-check cancel marks", exc_info=True)
+
+
+def cancelled_runs(run_ids: list[str]) -> set[str]:
+    """Which of these runs should stop: marked for cancel, ended, or deleted (rollback). A run still
+    queued is not one of them (its worker registers the watch just before claiming it)."""
+    import uuid
+
+    from sqlalchemy import select
+
+    from shared.db import read
+    from shared.models import ACTIVE_STATUSES, Run
+
+    ids = [uuid.UUID(r) for r in run_ids]
+    with read() as session:
+        running = {str(r) for r in session.scalars(
+            select(Run.id).where(Run.id.in_(ids), Run.status.in_(ACTIVE_STATUSES), Run.cancel_requested_at.is_(None))
+        )}
+    return set(run_ids) - running
+
+
+_cancel_listener = _CancelListener()
+
+
+class watch_cancel:  # noqa: N801 - used as a context manager, like contextlib's
+    """``with watch_cancel(run_id) as watch:`` — the run's cancel flag while this process holds it.
+    Register before claiming, so a cancel published between the claim and the agent's start is not lost."""
+
+    def __init__(self, run_id) -> None:
+        self.run_id = str(run_id)
+
+    def __enter__(self) -> CancelWatch:
+        self.watch = _cancel_listener.register(self.run_id)
+        return self.watch
+
+    def __exit__(self, *exc) -> None:
+        _cancel_listener.unregister(self.watch)

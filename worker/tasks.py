@@ -1,4 +1,7 @@
-"""Celery tasks, kept thin: claim the run, let the agent work while a lease keeper runs, store, notify."""
+"""Celery tasks, kept thin: claim the run, let the agent work while a lease keeper runs, store, notify.
+
+The run's cancel watch (shared/notify.py) is registered before the claim, so a cancel published
+while the run starts is not missed; the agent stops at the next chunk or step once it trips."""
 from __future__ import annotations
 
 import inspect
@@ -103,30 +106,34 @@ def execute_run(run_id: str) -> str:
         run_uuid = None
     if run_uuid is None:
         raise BadMessage(f"run id is not a UUID: {str(run_id)[:80]!r}")
-    job = runs.claim(run_uuid, _owner())
-    if job is None:
-        return "skipped"
-    observability.run_claimed(job)
-    with LeaseKeeper(job) as lease:
-        try:
-            outcome = loop.run(job, lease.still_ours)
-        except loop.LeaseLost:
-            log.warning("run %s: lease lost, another worker has it", run_id)
-            return "lease-lost"
-        except Exception as exc:  # noqa: BLE001 - a bug must end the run, not leave it hanging
-            log.exception("run %s crashed", run_id)
-            outcome = Outcome(content=CRASHED_TEXT, is_error=True, error=f"{type(exc).__name__}: {exc}"[:1000])
+    with notify.watch_cancel(run_id) as cancel:
+        job = runs.claim(run_uuid, _owner())
+        if job is None:
+            return "skipped"
+        observability.run_claimed(job)
+        with LeaseKeeper(job) as lease:
+            try:
+                outcome = loop.run(job, lease.still_ours, cancel.is_set)
+            except loop.LeaseLost:
+                log.warning("run %s: lease lost, another worker has it", run_id)
+                return "lease-lost"
+            except Exception as exc:  # noqa: BLE001 - a bug must end the run, not leave it hanging
+                log.exception("run %s crashed", run_id)
+                outcome = Outcome(content=CRASHED_TEXT, is_error=True, error=f"{type(exc).__name__}: {exc}"[:1000])
     observability.run_ended(job, outcome)
     if (finished := runs.finish(job, outcome)) is None:
-        log.warning("run %s: lease lost before the answer was stored", run_id)
+        log.warning("run %s: lease lost (or rolled back) before the answer was stored", run_id)
         return "lease-lost"
     # After the commit: the stored answer is what a streaming client gets in this event.
-    events.run_ended(job.run_id, job.attempt, job.response_message_id, failed=outcome.is_error,
-                     error=outcome.content if outcome.is_error else None)
+    if finished.status == Status.CANCELLED:
+        events.run_cancelled(job.run_id, job.attempt, job.response_message_id)
+    else:
+        events.run_ended(job.run_id, job.attempt, job.response_message_id, failed=outcome.is_error,
+                         error=outcome.content if outcome.is_error else None)
     notify.publish_run_finished(run_id)
     if finished.next_run is not None:
         enqueue_run(finished.next_run)
-    return Status.FAILED if outcome.is_error else Status.COMPLETED
+    return finished.status
 
 
 @app.task(name=SWEEP, base=GuardedTask, ignore_result=True)

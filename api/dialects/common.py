@@ -107,6 +107,15 @@ class AnswerHeaders(Schema):
         data_key="Idempotency-Key", load_default=None, validate=validate.Length(min=1, max=255),
         metadata={"description": "Retrying with the same key returns the same messages; never a second answer."},
     )
+    thread_busy = fields.String(
+        data_key="Thread-Busy", load_default=None,
+        metadata={"enum": ["enqueue", "reject", "interrupt", "rollback"],
+                  "description": "What to do when the thread is still answering an earlier message: `enqueue` "
+                                 "(default: answer after it), `reject` (409), `interrupt` (cancel it, keep its partial "
+                                 "answer, answer this one), `rollback` (cancel it and delete its messages and steps, "
+                                 "answer this one). The older `If-Thread-Idle: true` is an alias of `reject`; both at "
+                                 "once must agree (else 422, 400 in chats). See docs/api.md, Double-texting."},
+    )
     prefer = fields.String(
         data_key="Prefer", load_default=None, validate=validate.Length(max=1000),
         metadata={"description": "wait=SECONDS (RFC 7240): how long to wait for the answer before answering "

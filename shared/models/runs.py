@@ -45,7 +45,9 @@ class Run(Base):
     queued_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column()
     finished_at: Mapped[datetime | None] = mapped_column()
-    request_id: Mapped[str | None] = mapped_column(String(128))  # X-Request-Id of the POST (migration 0007)
+    request_id: Mapped[str | None] = mapped_column(String(128))  # X-Request-Id of the POST (migration 0008)
+    # Set by a cancel while a worker holds the run (migration 0009); the worker ends it as cancelled.
+    cancel_requested_at: Mapped[datetime | None] = mapped_column()
 
 
 class RunStep(Base):

@@ -1,6 +1,8 @@
-"""Posting, reading and waiting for messages. Posting stores the user message and the queued response
-message, and has ``shared.services.runs`` admit and insert the run that will answer it, all in one
-transaction; then it enqueues the run: nothing is lost if the broker is down."""
+"""Posting, reading, waiting for and cancelling messages. Posting stores the user message and the queued
+response message, and has ``shared.services.runs`` admit and insert the run that will answer it (after
+applying the thread-busy policy: enqueue, reject, interrupt or rollback), all in one transaction; then
+it enqueues the run: nothing is lost if the broker is down. Cancelling (``cancel_message``) lets
+``shared.services.runs`` change the run's state and announces the change after the commit."""
 from __future__ import annotations
 
 import hashlib
@@ -16,6 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from shared import events, notify, permissions
+from shared.config import settings
 from shared.db import read, transaction
 from shared.errors import Conflict, NotFound, ValidationFailed
 from shared.models import Message, Run, RunStep, Status, Thread, utcnow
@@ -130,14 +133,16 @@ def post_user_message(
     model_id: str | None = None,
     workflow_id: uuid.UUID | None = None,
     message_id: uuid.UUID | None = None,
-    require_idle: bool = False,
+    busy_policy: runs.BusyPolicy = runs.BusyPolicy.ENQUEUE,
 ) -> Exchange:
     """Store the message and its pending answer, then hand the run to the workers.
 
     ``message_id`` is a caller-chosen id for the user message (v1-threads); pass it as
-    ``client_message_id`` too when it should make the post idempotent. ``require_idle`` (the
-    ``If-Thread-Idle: true`` header) refuses with Conflict instead of queueing behind an active run.
-    A replay of an idempotent post returns the stored exchange before any of these checks.
+    ``client_message_id`` too when it should make the post idempotent. ``busy_policy`` (the
+    ``Thread-Busy`` header) says what to do when the thread is still answering: queue behind it,
+    refuse with Conflict, interrupt it (its partial answer stays) or roll it back (its messages and
+    steps are deleted and the thread's later seqs close up, see runs._delete_and_close_gaps). A replay
+    of an idempotent post returns the stored exchange before any of these checks.
     """
     principal.require(permissions.MESSAGES_CREATE)
     if not content or not content.strip():
@@ -154,8 +159,8 @@ def post_user_message(
                     return replay
             runs.check_capacity(session, principal.user_id)
             thread = _reserve_seqs(session, principal, thread_ref, 2, context)
-            if require_idle:
-                runs.check_idle(session, thread.id)
+            cancels, freed = runs.apply_busy_policy(session, thread.id, busy_policy)  # the thread row is locked
+            last_seq = thread.last_seq - freed
             if context_key is None:  # a follow-up without context/state keeps the thread's word for it (seed 001)
                 context_key = session.scalar(_LAST_CONTEXT_KEY, {"thread_id": thread.id})
             workflow = check_workflow(session, principal, workflow_id or thread.workflow_id)
@@ -165,12 +170,12 @@ def post_user_message(
             common = dict(thread_id=thread.id, context_key=context_key, updated_context=None, citations=[],
                           references=[], details=None, is_error=False)
             request = Message(
-                id=message_id or uuid.uuid4(), seq=thread.last_seq - 1, role="user", content=content,
+                id=message_id or uuid.uuid4(), seq=last_seq - 1, role="user", content=content,
                 context=context, client_message_id=client_message_id, request_hash=fingerprint,
                 status=Status.COMPLETED, model_id=None, created_at=now, updated_at=now, **common,
             )
             response = Message(
-                id=uuid.uuid4(), seq=thread.last_seq, role="assistant", content="", context=None,
+                id=uuid.uuid4(), seq=last_seq, role="assistant", content="", context=None,
                 client_message_id=None, request_hash=None, status=Status.QUEUED, model_id=chosen_model,
                 created_at=answer_at, updated_at=answer_at, **common,
             )
@@ -192,9 +197,97 @@ def post_user_message(
             if replay is None:  # the id is taken elsewhere (another thread): not this request's to reuse
                 raise Conflict("This message id is already in use.") from None
             return replay
+    _announce(cancels, rolled_back=busy_policy == runs.BusyPolicy.ROLLBACK)
     events.run_queued(exchange.run_id, exchange.response.id, exchange.request.id)  # before the worker's run.started
+    if busy_policy == runs.BusyPolicy.INTERRUPT:
+        for cancel in cancels:  # the new answer waits for these to end: make sure they do, promptly
+            if cancel.effect == runs.CancelEffect.REQUESTED:
+                _stop_within_grace(cancel.run_id, cancel.response_message_id, CANCEL_GRACE)
     enqueue_run(exchange.run_id)
     return exchange
+
+
+def _announce(cancels: list[runs.Cancel], *, rolled_back: bool = False) -> None:
+    """After the commit: end the event logs of runs cancelled while queued and wake their waiters,
+    start the runs queued behind them, and tell the workers holding runs in progress to stop."""
+    for cancel in cancels:
+        if rolled_back and settings.redis_url:  # end its open streams now (run.cancelled, message: null)
+            events.run_cancelled(cancel.run_id, cancel.attempt, cancel.response_message_id)
+        if cancel.effect == runs.CancelEffect.CANCELLED:
+            if not rolled_back:  # (embedded: a rolled-back run's log rows went with it; readers end from the row)
+                events.run_cancelled(cancel.run_id, cancel.attempt, cancel.response_message_id)
+            notify.publish_run_finished(str(cancel.run_id))
+            if cancel.next_run is not None and not rolled_back:
+                enqueue_run(cancel.next_run)
+        elif cancel.effect == runs.CancelEffect.REQUESTED:
+            notify.publish_cancel(cancel.run_id)
+            if rolled_back:
+                notify.publish_run_finished(str(cancel.run_id))
+
+
+# Seconds a cancel waits for the worker holding the run to store the partial answer before it ends
+# the run itself (runs.end_cancelled): the worker stops at its next stream chunk (tens of ms at any
+# model's token rate), but a model silent before its first token or a slow tool would keep it longer.
+CANCEL_GRACE = 0.3
+
+
+def cancel_message(principal: Principal, thread_ref: int | uuid.UUID, message_id: uuid.UUID,
+                   wait: float = CANCEL_GRACE) -> Message:
+    """Cancel the answer being produced into ``message_id`` (the response message of a post; its user
+    message names the same answer) and return the response message as it then stands.
+
+    Allowed to the thread's owner with ai_thread_messages.create. A queued run is cancelled here and
+    never starts; for a run in progress its worker is told and this waits (up to ``wait`` seconds,
+    woken by the worker's run-finished notification) for it to store the partial text as
+    ``cancelled``, and then, if it has not, ends the run itself with the text streamed so far (the
+    worker's late finish only adds its steps). ``wait=0`` leaves it to the worker (and the sweeper).
+    Cancelling a cancelled answer returns it again; a finished one (or a message no run produces) is
+    ``AlreadyFinished`` (409) carrying the message; unknown ids are NotFound.
+    """
+    principal.require(permissions.MESSAGES_CREATE)
+    with transaction() as session:
+        thread = owned_thread(session, principal, thread_ref)
+        message = session.get(Message, message_id)
+        if message is None or message.thread_id != thread.id:
+            raise NotFound("Message not found.")
+        run = session.scalar(select(Run).where(
+            (Run.response_message_id == message.id) | (Run.request_message_id == message.id)))
+        cancel = runs.cancel_run(session, run.id, run.response_message_id) if run is not None else None
+        response_id = run.response_message_id if run is not None else message.id
+    if cancel is not None:
+        _announce([cancel])
+        if cancel.effect == runs.CancelEffect.REQUESTED and wait > 0:
+            _stop_within_grace(cancel.run_id, response_id, wait)
+    with read() as session:  # read after the commit: the message as it stands, loaded for the caller
+        response = session.get(Message, response_id)
+    if response is None:  # rolled back meanwhile by a post with Thread-Busy: rollback
+        raise NotFound("Message not found.")
+    if cancel is None:  # a user message posted without an answer, or a direct v1 message
+        raise AlreadyFinished("This message is not an answer being produced; there is nothing to cancel.", response)
+    if cancel.effect == runs.CancelEffect.FINISHED and response.status != Status.CANCELLED:
+        raise AlreadyFinished(f"This answer has already ended ({response.status}); it cannot be cancelled.", response)
+    return response
+
+
+def _stop_within_grace(run_id: uuid.UUID, response_id: uuid.UUID, grace: float) -> None:
+    """Wait up to ``grace`` seconds for the worker to store the cancelled answer, else end it here."""
+    if not notify.wait_for_run(str(run_id), grace, lambda: _status(response_id).finished):
+        if (ended := runs.end_cancelled(run_id)) is not None:
+            _announce([ended])
+
+
+def _status(message_id: uuid.UUID) -> Status:
+    with read() as session:
+        return session.scalar(select(Message.status).where(Message.id == message_id)) or Status.CANCELLED
+
+
+class AlreadyFinished(Conflict):
+    """409: the answer has ended (completed or failed) before the cancel; ``resource`` is the message,
+    which the dialects render into the error body."""
+
+    def __init__(self, text: str, resource: Message):
+        super().__init__(text)
+        self.resource = resource
 
 
 _MESSAGE_COLUMNS = [column.key for column in Message.__table__.columns]

@@ -1,11 +1,18 @@
 """Runs: the one owner of the run lifecycle, from admission to the final answer.
 
 - Admission (inside the message service's post transaction): the per-user cap on active runs, the
-  ``If-Thread-Idle`` check and the run insert. ``shared.services.messages`` stores the messages and
+  thread-busy policy (``BusyPolicy``: enqueue, reject, interrupt, rollback) and the run insert. ``shared.services.messages`` stores the messages and
   calls these; it never writes a run row itself.
 - Execution (the worker and the sweeper): every state change is one conditional UPDATE, so duplicate
   deliveries, expired leases and racing workers resolve in the database: a run is claimed by one
   worker at a time and answered once.
+
+- Cancel (issue 13): a queued run is cancelled at once by one conditional UPDATE (it never starts);
+  a run in progress is only marked (``cancel_requested_at``) and the worker holding it, told by
+  shared/notify.py, stores its partial answer as ``cancelled``. The worker's final UPDATE turns into
+  ``cancelled`` whenever the mark is set, so a cancel racing the run's own finish ends in exactly one
+  state: either the cancel's UPDATE found the run still in progress (then the run ends cancelled,
+  whatever text it has), or it found it finished (then the cancel is refused with 409).
 
 Statuses are ``Status`` members (shared/models/status.py), also inside the Core statements;
 ``ACTIVE_STATUSES`` is the one definition of "still running".
@@ -15,15 +22,16 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import and_, bindparam, func, insert, or_, select, update
+from sqlalchemy import and_, bindparam, case, delete, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from shared.config import settings
-from shared.db import transaction
+from shared.db import read, transaction
 from shared.errors import Conflict, RateLimited
-from shared.models import ACTIVE_STATUSES, Message, Run, RunStep, Status, StepStatus, Thread, User, Workflow
+from shared.models import ACTIVE_STATUSES, Message, Run, RunEvent, RunStep, Status, StepStatus, Thread, User, Workflow
 from shared.observability import context as observed
 
 FAILED_TEXT = "Sorry, I could not produce an answer this time. Please try again."
@@ -75,6 +83,17 @@ class Outcome:
     usage: dict[str, Any] | None = None
     is_error: bool = False
     error: str | None = None
+    # The worker stopped because the run was cancelled: ``content`` is the partial answer.
+    cancelled: bool = False
+
+
+class BusyPolicy(StrEnum):
+    """What a post does when its thread is still answering an earlier message (``Thread-Busy`` header)."""
+
+    ENQUEUE = "enqueue"  # answer it after the earlier ones (the default)
+    REJECT = "reject"  # refuse with 409 (``If-Thread-Idle: true`` is an alias)
+    INTERRUPT = "interrupt"  # cancel the active runs, keep their partial answers, answer this one
+    ROLLBACK = "rollback"  # cancel the active runs, delete their messages and steps, answer this one
 
 
 def _predecessor_active(session, thread_id: int, seq: int) -> bool:
@@ -130,6 +149,119 @@ def check_idle(session: Session, thread_id: int) -> None:
                        "(or send the message without If-Thread-Idle to queue it).", retry_after=1)
 
 
+_CANCEL_QUEUED = (  # a queued run never starts: the claim's own condition (status = queued) loses this race
+    update(RUNS)
+    .where(RUNS.c.id == bindparam("run_id"), RUNS.c.status == Status.QUEUED)
+    .values(status=Status.CANCELLED, finished_at=bindparam("now", type_=RUNS.c.finished_at.type),
+            lease_owner=None, lease_expires_at=None)
+    .returning(RUNS.c.thread_id, RUNS.c.response_message_id)
+)
+_MARK_CANCEL = (  # a run in progress: its worker ends it (see _END_RUN); keeps the first request's time
+    update(RUNS)
+    .where(RUNS.c.id == bindparam("run_id"), RUNS.c.status == Status.IN_PROGRESS)
+    .values(cancel_requested_at=func.coalesce(RUNS.c.cancel_requested_at,
+                                              bindparam("now", type_=RUNS.c.cancel_requested_at.type)))
+    .returning(RUNS.c.thread_id, RUNS.c.response_message_id)
+)
+_MARK_MESSAGE_CANCELLED = (
+    update(MESSAGES).where(MESSAGES.c.id == bindparam("message_id"))
+    .values(status=Status.CANCELLED, updated_at=bindparam("now", type_=MESSAGES.c.updated_at.type))
+)
+
+
+class CancelEffect(StrEnum):
+    CANCELLED = "cancelled"  # it was queued and is now cancelled: announce it, start the next one
+    REQUESTED = "requested"  # it is in progress: tell its worker
+    FINISHED = "finished"  # it had already ended (completed, failed or cancelled): nothing to do
+
+
+@dataclass
+class Cancel:
+    """What cancelling one run did, for the caller to announce after its commit."""
+
+    run_id: uuid.UUID
+    response_message_id: uuid.UUID
+    effect: CancelEffect
+    next_run: uuid.UUID | None = None  # the thread's next queued run, to enqueue (CANCELLED only)
+    attempt: int = 0  # the attempt its run.cancelled event belongs to
+
+
+def cancel_run(session: Session, run_id: uuid.UUID, response_message_id: uuid.UUID) -> Cancel:
+    """Cancel one run inside the caller's transaction: conditional UPDATEs, so the run's claim, its
+    finish and other cancels resolve in the database. A queued run (the claim has not taken it) is
+    cancelled here with its message; a run in progress is marked for its worker; a finished run is
+    left alone (the caller decides whether that is a 409 or, for a cancelled one, idempotence)."""
+    now = database_now(session)
+    for _ in range(3):  # queued → claimed between our two statements: look again (bounded: states only advance)
+        if (row := session.execute(_CANCEL_QUEUED, {"run_id": run_id, "now": now}).first()) is not None:
+            session.execute(_MARK_MESSAGE_CANCELLED, {"message_id": row.response_message_id, "now": now})
+            return Cancel(run_id, row.response_message_id, CancelEffect.CANCELLED,
+                          next_run=session.scalar(_NEXT_QUEUED, {"thread_id": row.thread_id}))
+        if session.execute(_MARK_CANCEL, {"run_id": run_id, "now": now}).first() is not None:
+            return Cancel(run_id, response_message_id, CancelEffect.REQUESTED)
+        status = session.scalar(select(RUNS.c.status).where(RUNS.c.id == run_id))
+        if status is None or status not in ACTIVE_STATUSES:
+            return Cancel(run_id, response_message_id, CancelEffect.FINISHED)
+    return Cancel(run_id, response_message_id, CancelEffect.REQUESTED)
+
+
+_ACTIVE_RUNS_OF_THREAD = (
+    select(RUNS.c.id, RUNS.c.request_message_id, RUNS.c.response_message_id)
+    .where(RUNS.c.thread_id == bindparam("thread_id"), RUNS.c.status.in_(ACTIVE_STATUSES))
+)
+
+
+def apply_busy_policy(session: Session, thread_id: int, policy: BusyPolicy) -> tuple[list[Cancel], int]:
+    """Run the post's thread-busy policy with the thread row locked (so no run is admitted meanwhile).
+
+    Returns the cancels to announce after the commit and how many seqs the rollback freed (the post
+    takes its seqs that much lower). ``reject`` raises Conflict; ``enqueue`` does nothing."""
+    if policy == BusyPolicy.REJECT:
+        check_idle(session, thread_id)
+    if policy not in (BusyPolicy.INTERRUPT, BusyPolicy.ROLLBACK):
+        return [], 0
+    active = session.execute(_ACTIVE_RUNS_OF_THREAD, {"thread_id": thread_id}).all()
+    cancels = [cancel_run(session, run.id, run.response_message_id) for run in active]
+    if policy == BusyPolicy.INTERRUPT or not active:
+        return cancels, 0
+    doomed = [m for run in active for m in (run.request_message_id, run.response_message_id)]
+    return cancels, _delete_and_close_gaps(session, thread_id, [run.id for run in active], doomed)
+
+
+def _delete_and_close_gaps(session: Session, thread_id: int, run_ids: list[uuid.UUID],
+                           message_ids: list[uuid.UUID]) -> int:
+    """Delete the rolled-back runs (their steps and event rows with them) and their messages, then
+    renumber the thread's later messages so ``seq`` stays 1..n without gaps; returns how many seqs
+    were freed (the caller lowers the thread's ``last_seq`` by that much).
+
+    Renumbering rather than leaving holes: every dialect lists by ``seq`` and v1 shows it
+    (``sequence_number``, ``path``), and a client paging by offset must not see a gap. In the usual
+    case the rolled-back messages are the thread's last ones, nothing is renumbered and the new post
+    simply reuses their seqs; only messages stored after them (a direct v1 message) move down. Two
+    UPDATEs per moved row (through negative seqs) keep ``uq_messages_thread_seq`` satisfied at every
+    row on PostgreSQL and SQLite alike; the thread row is locked, so nobody reads a half-renumbered thread.
+    """
+    freed = sorted(session.scalars(select(MESSAGES.c.seq).where(MESSAGES.c.id.in_(message_ids))))
+    session.execute(delete(RunStep.__table__).where(RunStep.__table__.c.run_id.in_(run_ids)))
+    # embedded mode's event rows go too (Redis keys expire on their own)
+    session.execute(delete(RunEvent.__table__).where(RunEvent.__table__.c.run_id.in_(run_ids)))
+    session.execute(delete(RUNS).where(RUNS.c.id.in_(run_ids)))
+    session.execute(delete(MESSAGES).where(MESSAGES.c.id.in_(message_ids)))
+    if not freed:
+        return 0
+    later = session.execute(
+        select(MESSAGES.c.id, MESSAGES.c.seq)
+        .where(MESSAGES.c.thread_id == thread_id, MESSAGES.c.seq > freed[0]).order_by(MESSAGES.c.seq)
+    ).all()
+    moves = {row.id: row.seq - sum(1 for s in freed if s < row.seq) for row in later}
+    for row in later:
+        session.execute(update(MESSAGES).where(MESSAGES.c.id == row.id).values(seq=-row.seq))
+    for row in later:
+        session.execute(update(MESSAGES).where(MESSAGES.c.id == row.id).values(seq=moves[row.id]))
+    session.execute(update(THREADS).where(THREADS.c.id == thread_id).values(last_seq=THREADS.c.last_seq - len(freed)))
+    return len(freed)
+
+
 def create_run(session: Session, *, thread_id: int, user_id: str, request_message_id: uuid.UUID,
                response_message_id: uuid.UUID, model_id: str | None, workflow_id: uuid.UUID | None,
                queued_at: datetime) -> uuid.UUID:
@@ -175,6 +307,7 @@ def _build_claim():
             or_(RUNS.c.status == Status.QUEUED,
                 and_(RUNS.c.status == Status.IN_PROGRESS, RUNS.c.lease_expires_at < now)),
             RUNS.c.attempts < bindparam("max_attempts"),
+            RUNS.c.cancel_requested_at.is_(None),  # a lost run with a cancel pending: the sweeper ends it
             ~predecessor.exists(),
         )
         .values(status=Status.IN_PROGRESS, attempts=RUNS.c.attempts + 1, lease_owner=bindparam("owner"),
@@ -186,7 +319,8 @@ def _build_claim():
 
 def _build_prompt_rows():
     """The request and the completed messages before it, newest first (so the request comes first),
-    each with the thread's owner and context: everything the prompt needs in one query."""
+    each with the thread's owner and context: everything the prompt needs in one query. A cancelled
+    answer's partial text is history too (the ``interrupt`` policy keeps it for the next answer)."""
     request = MESSAGES.alias("request")
     request_seq = select(request.c.seq).where(request.c.id == bindparam("request_id")).scalar_subquery()
     return (
@@ -194,7 +328,7 @@ def _build_prompt_rows():
                THREADS.c.tenant_id, THREADS.c.user_id, THREADS.c.context.label("thread_context"))
         .join(THREADS, THREADS.c.id == MESSAGES.c.thread_id)
         .where(MESSAGES.c.thread_id == bindparam("thread_id"), MESSAGES.c.seq <= request_seq,
-               MESSAGES.c.status == Status.COMPLETED)
+               MESSAGES.c.status.in_((Status.COMPLETED, Status.CANCELLED)))
         .order_by(MESSAGES.c.seq.desc())
         .limit(HISTORY_LIMIT + 1)
     )
@@ -266,6 +400,8 @@ def _fail_if_out_of_attempts(session, run_id: uuid.UUID, now: datetime) -> None:
     run = session.scalar(select(Run).where(Run.id == run_id))
     if run is None or run.status not in ACTIVE_STATUSES or run.attempts < settings.run_max_attempts:
         return
+    if run.cancel_requested_at is not None:
+        return  # the holder (or, if it is gone, the sweeper) ends it as cancelled
     if run.status == Status.IN_PROGRESS and run.lease_expires_at is not None and run.lease_expires_at >= now:
         return  # a duplicate delivery while a worker holds a live lease: not ours to touch
     request_seq = session.scalar(select(Message.seq).where(Message.id == run.request_message_id))
@@ -289,13 +425,19 @@ _WRITE_ANSWER = (
     .values({column: bindparam(f"new_{column}", type_=MESSAGES.c[column].type)
              for column in ("content", "citations", "updated_context", "is_error", "status", "updated_at")})
 )
+# A cancel requested while the run was in progress wins over the worker's own outcome: the run ends
+# cancelled even if the worker finished its text in the meantime (the cancel has already been
+# answered "requested", so it must not be contradicted).
 _END_RUN = (
     update(RUNS)
     .where(RUNS.c.id == bindparam("run_id"), RUNS.c.lease_owner == bindparam("owner"),
            RUNS.c.status == Status.IN_PROGRESS)
     .values({**{column: bindparam(f"new_{column}", type_=RUNS.c[column].type)
-                for column in ("status", "finished_at", "usage", "error")}, "lease_expires_at": None})
-    .returning(RUNS.c.attempts)
+                for column in ("finished_at", "usage", "error")},
+             "status": case((RUNS.c.cancel_requested_at.is_not(None), Status.CANCELLED),
+                            else_=bindparam("new_status", type_=RUNS.c.status.type)),
+             "lease_expires_at": None})
+    .returning(RUNS.c.attempts, RUNS.c.status)
 )
 _NEXT_QUEUED = (
     select(RUNS.c.id)
@@ -346,17 +488,23 @@ def _finish(session, run: Run, outcome: Outcome, status: Status) -> None:
 
 @dataclass
 class Finished:
-    """The answer is stored; ``next_run`` is the thread's next queued run, to enqueue right away."""
+    """The answer is stored with ``status``; ``next_run`` is the thread's next queued run, to enqueue
+    right away."""
 
     next_run: uuid.UUID | None
+    status: Status = Status.COMPLETED
 
 
 def finish(job: RunJob, outcome: Outcome) -> Finished | None:
-    """Store the answer if this worker still holds the lease; None means someone else owns the run now.
+    """Store the answer if this worker still holds the lease; None means someone else owns the run now
+    (or a rollback deleted it).
 
-    One transaction: the lease-conditional run update, the answer, and the look-up of the thread's
-    next queued message."""
-    status = Status.FAILED if outcome.is_error else Status.COMPLETED
+    One transaction: the lease-conditional run update (which yields ``cancelled`` when a cancel was
+    requested meanwhile, see _END_RUN), the answer, and the look-up of the thread's next queued message."""
+    if outcome.cancelled:
+        status = Status.CANCELLED
+    else:
+        status = Status.FAILED if outcome.is_error else Status.COMPLETED
     with transaction() as session:
         now = database_now(session)
         ended = session.execute(_END_RUN, {
@@ -364,17 +512,66 @@ def finish(job: RunJob, outcome: Outcome) -> Finished | None:
             "new_usage": outcome.usage, "new_error": outcome.error,
         }).first()
         if ended is None:
+            _keep_steps_after_cancel(session, job, outcome)
             return None
         _write_answer(session, run_id=job.run_id, attempt=ended.attempts, thread_id=job.thread_id,
-                      response_message_id=job.response_message_id, outcome=outcome, status=status, now=now)
-        return Finished(next_run=session.scalar(_NEXT_QUEUED, {"thread_id": job.thread_id}))
+                      response_message_id=job.response_message_id, outcome=outcome, status=ended.status, now=now)
+        return Finished(next_run=session.scalar(_NEXT_QUEUED, {"thread_id": job.thread_id}), status=ended.status)
+
+
+def _keep_steps_after_cancel(session, job: RunJob, outcome: Outcome) -> None:
+    """The cancel ended this worker's run before the worker got there (``end_cancelled``): the answer
+    stays as the cancel stored it, but the steps this worker did are still recorded (a tool's side
+    effect must stay listed on the run)."""
+    if not outcome.steps:
+        return
+    run = session.execute(select(RUNS.c.attempts).where(
+        RUNS.c.id == job.run_id, RUNS.c.lease_owner == job.owner, RUNS.c.status == Status.CANCELLED)).first()
+    if run is not None:
+        session.execute(insert(RunStep.__table__), [
+            dict(run_id=job.run_id, attempt=run.attempts, index=s.index, kind=s.kind, name=s.name,
+                 arguments=s.arguments, output=s.output, status=s.status, usage=s.usage,
+                 started_at=s.started_at, finished_at=s.finished_at) for s in outcome.steps])
+
+
+_END_CANCELLED = (
+    update(RUNS)
+    .where(RUNS.c.id == bindparam("run_id"), RUNS.c.status == Status.IN_PROGRESS,
+           RUNS.c.cancel_requested_at.is_not(None))
+    .values(status=Status.CANCELLED, finished_at=bindparam("now", type_=RUNS.c.finished_at.type),
+            lease_expires_at=None)  # lease_owner stays: its worker may still add the steps it did
+    .returning(RUNS.c.attempts, RUNS.c.thread_id, RUNS.c.response_message_id)
+)
+
+
+def end_cancelled(run_id: uuid.UUID) -> Cancel | None:
+    """End a run whose worker has not stopped within the cancel's grace time (a model silent before
+    its first token, a slow tool, a worker gone): the text it streamed so far (its event log) becomes
+    the cancelled answer. The same conditional UPDATE as every other end, so the worker's own finish,
+    arriving later, finds the run ended and only adds its steps. None if the run has ended meanwhile."""
+    attempt = None
+    with read() as session:
+        attempt = session.scalar(select(RUNS.c.attempts).where(RUNS.c.id == run_id))
+    content = partial_text(run_id, attempt or 0)
+    with transaction() as session:
+        now = database_now(session)
+        row = session.execute(_END_CANCELLED, {"run_id": run_id, "now": now}).first()
+        if row is None:
+            return None
+        _write_answer(session, run_id=run_id, attempt=row.attempts, thread_id=row.thread_id,
+                      response_message_id=row.response_message_id, outcome=Outcome(content=content, cancelled=True),
+                      status=Status.CANCELLED, now=now)
+        return Cancel(run_id, row.response_message_id, CancelEffect.CANCELLED,
+                      next_run=session.scalar(_NEXT_QUEUED, {"thread_id": row.thread_id}), attempt=row.attempts)
 
 
 def sweep() -> tuple[list[uuid.UUID], list[uuid.UUID]]:
     """Find runs a worker lost (expired lease) or the broker lost (queued too long).
 
-    Returns (runs to enqueue again, runs ended as failed). Runs out of attempts fail with an
-    is_error answer; the others are marked queued and touched so one sweep does not repeat them.
+    Returns (runs to enqueue again, runs ended as failed or cancelled). A lost run with a cancel
+    pending (its worker died while cancelling) ends ``cancelled`` with the partial text its event log
+    holds, and the thread's next queued run is enqueued; runs out of attempts fail with an is_error
+    answer; the others are marked queued and touched so one sweep does not repeat them.
     """
     requeue: list[uuid.UUID] = []
     failed: list[uuid.UUID] = []
@@ -394,11 +591,25 @@ def sweep() -> tuple[list[uuid.UUID], list[uuid.UUID]]:
             .with_for_update(skip_locked=True)
         ).all()
         for run in lost:
-            if run.attempts >= settings.run_max_attempts:
+            if run.cancel_requested_at is not None:
+                _finish(session, run, Outcome(content=partial_text(run.id, run.attempts), cancelled=True),
+                        Status.CANCELLED)
+                failed.append(run.id)
+                if (next_run := session.scalar(_NEXT_QUEUED, {"thread_id": run.thread_id})) is not None:
+                    requeue.append(next_run)
+            elif run.attempts >= settings.run_max_attempts:
                 _finish(session, run, Outcome(content=FAILED_TEXT, is_error=True, error="worker lost too often"),
                         Status.FAILED)
                 failed.append(run.id)
             else:
                 run.status, run.lease_owner, run.lease_expires_at, run.queued_at = Status.QUEUED, None, None, now
                 requeue.append(run.id)
-    return requeue, failed
+    return list(dict.fromkeys(requeue)), failed
+
+
+def partial_text(run_id: uuid.UUID, attempt: int) -> str:
+    """The text a run's attempt streamed before its worker was lost (its ``message.delta`` events);
+    empty when the log has none (expired, Redis away)."""
+    from shared import events
+
+    return events.streamed_text(run_id, attempt)

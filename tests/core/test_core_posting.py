@@ -159,10 +159,10 @@ def test_the_cap_is_per_user(make_principal, set_settings):
     post_user_message(bob, threads.create_thread(bob).id, content="b")  # Alice's run does not count
 
 
-def test_require_idle_refuses_behind_an_active_run_and_stores_nothing(connection, principal, thread, enqueued):
-    post_user_message(principal, thread.id, content="first", require_idle=True)  # idle: accepted
+def test_reject_refuses_behind_an_active_run_and_stores_nothing(connection, principal, thread, enqueued):
+    post_user_message(principal, thread.id, content="first", busy_policy=runs.BusyPolicy.REJECT)  # idle: accepted
     with pytest.raises(Conflict, match="still answering"):
-        post_user_message(principal, thread.id, content="second", require_idle=True)
+        post_user_message(principal, thread.id, content="second", busy_policy=runs.BusyPolicy.REJECT)
     assert count(connection, Message, thread_id=thread.id) == 2 and len(enqueued) == 1
     queued = post_user_message(principal, thread.id, content="second")  # without it: queued behind
     assert queued.response.status == Status.QUEUED
@@ -171,5 +171,5 @@ def test_require_idle_refuses_behind_an_active_run_and_stores_nothing(connection
 def test_a_replay_is_answered_even_when_the_thread_is_busy(principal, thread, set_settings):
     set_settings(max_active_runs_per_user=1)
     first = post_user_message(principal, thread.id, content="hello", client_message_id="key-4")
-    again = post_user_message(principal, thread.id, content="hello", client_message_id="key-4", require_idle=True)
+    again = post_user_message(principal, thread.id, content="hello", client_message_id="key-4", busy_policy=runs.BusyPolicy.REJECT)
     assert again.replayed and again.run_id == first.run_id

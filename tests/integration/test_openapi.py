@@ -95,7 +95,9 @@ def test_schemathesis_finds_no_server_errors_or_schema_violations(stack, client,
     assert operations >= 20
     print("\n".join(f"{label}: {dict(sorted(seen.items()))}" for label, seen in statuses.items()))
     # the fuzzing got past validation and ownership checks everywhere, not only to the 4xx answers
-    unreached = [label for label, seen in statuses.items() if not any(code < 300 for code in seen)]
+    # (a cancel of the known, finished answer is a 409 carrying it: past validation and ownership too)
+    unreached = [label for label, seen in statuses.items()
+                 if not any(code < 300 or (code == 409 and label.endswith("/cancel")) for code in seen)]
     assert unreached == ["POST /api/auth/login"], unreached  # random credentials never log in (test_chats does)
     assert not failures, "\n\n".join(failures)
     assert time.monotonic() - started < 240

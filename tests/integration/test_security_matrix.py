@@ -48,6 +48,7 @@ ENDPOINTS = [
     Endpoint("GET", "/api/v1/ai/threads/{ai}/messages"),
     Endpoint("GET", "/api/v1/ai/threads/{ai}/messages/{msg}"),
     Endpoint("GET", "/api/v1/ai/threads/{ai}/messages/{msg}/stream"),
+    Endpoint("POST", "/api/v1/ai/threads/{ai}/messages/{msg}/cancel"),
     Endpoint("POST", "/api/chats", {"title": "mine"}, thread_scoped=False),
     Endpoint("GET", "/api/chats", thread_scoped=False),
     Endpoint("GET", "/api/chats/{uuid}"),
@@ -56,6 +57,7 @@ ENDPOINTS = [
     Endpoint("GET", "/api/chats/{uuid}/messages"),
     Endpoint("GET", "/api/chats/{uuid}/messages/{msg}"),
     Endpoint("GET", "/api/chats/{uuid}/messages/{msg}/stream"),
+    Endpoint("POST", "/api/chats/{uuid}/messages/{msg}/cancel"),
     Endpoint("POST", "/v1/threads", {"title": "mine"}, thread_scoped=False),
     Endpoint("GET", "/v1/threads", thread_scoped=False),
     Endpoint("GET", "/v1/threads/{uuid}"),
@@ -64,6 +66,7 @@ ENDPOINTS = [
     Endpoint("GET", "/v1/threads/{uuid}/messages"),
     Endpoint("GET", "/v1/threads/{uuid}/messages/{msg}"),
     Endpoint("GET", "/v1/threads/{uuid}/messages/{msg}/stream"),
+    Endpoint("POST", "/v1/threads/{uuid}/messages/{msg}/cancel"),
 ]
 # Any signed-in caller may read these (who am I, the model registry, the tenant's workflow names): no
 # permission and no thread, but never without credentials, and never another tenant's data.

@@ -5,6 +5,12 @@ results; model failures the SDK could not retry away end the run with a user-saf
 The model answers as a stream: its text goes to the run's event log as it arrives (``RunEvents``,
 worker/agent/streaming.py), and so does every step, while the stored answer is written at the end as
 before (worker/tasks.py).
+
+A cancel (issue 13) trips ``cancelled`` (shared/notify.py, CancelWatch): the agent looks at it after
+every stream chunk and before and after every step. It then leaves the stream's ``with`` block, which
+closes the SDK stream and so the model's HTTP response (the model call is aborted, not drained),
+starts no further tool call (tools already running finish: their side effects stay and their steps
+are recorded), and returns the text streamed so far as a ``cancelled`` outcome.
 """
 from __future__ import annotations
 
@@ -43,15 +49,21 @@ class LeaseLost(Exception):
     """Another worker took this run over; stop without writing anything."""
 
 
+class CancelRequested(Exception):
+    """The run was cancelled: stop at once and keep what is there."""
+
+
 class DeadlineExceeded(Exception):
     """The run used up its time budget (settings.run_deadline)."""
 
 
 class Agent:
     def __init__(self, job: RunJob, still_ours: Callable[[], bool], memories: list[str] | None = None,
-                 events: RunEvents | None = None):
+                 events: RunEvents | None = None, cancelled: Callable[[], bool] = lambda: False):
         self.job = job
         self.still_ours = still_ours
+        self.cancelled = cancelled
+        self.partial = ""  # the text the current model call has streamed so far
         self.events = events or RunEvents(job.run_id, job.attempt, still_ours)
         self.entry = llm.model_entry(job.model_id)
         self.toolset = tools.available(job.allowed_tools)
@@ -73,11 +85,25 @@ class Agent:
                     return self._final(message.content or "")
                 self._run_tools(message)
             return self._final(self._call_model(with_tools=False).content or "")
+        except CancelRequested:
+            return self._stopped()
         except (openai.OpenAIError, DeadlineExceeded) as exc:
+            if self.cancelled():  # the stream broke because we were stopping anyway
+                return self._stopped()
             log.warning("run %s: model failed: %r", self.job.run_id, exc)
             return self._outcome(MODEL_FAILED_TEXT, is_error=True, error=f"{type(exc).__name__}: {exc}"[:1000])
 
+    def _stopped(self) -> Outcome:
+        log.info("run %s: cancelled", self.job.run_id)
+        self.events.end_text()
+        content, cited = citations.extract(self.partial, self._source)
+        return self._outcome(content, citations=cited, cancelled=True)
+
     def _check(self) -> None:
+        # The cancel first: a cancel that ended the run itself (runs.end_cancelled) also ends the lease,
+        # and the steps done so far must still reach runs.finish to be recorded.
+        if self.cancelled():
+            raise CancelRequested(str(self.job.run_id))
         if not self.still_ours():
             raise LeaseLost(str(self.job.run_id))
         if time.monotonic() > self.deadline:
@@ -98,11 +124,13 @@ class Agent:
         status, usage, summary = StepStatus.FAILED, None, ""
         try:
             assembler = MessageAssembler()
+            self.partial = ""
             with llm.stream(self.entry, body, timeout=timeout, max_retries=retries) as chunks:
                 for chunk in chunks:
                     if text := assembler.add(chunk):
+                        self.partial += text
                         self.events.text(text)
-                    self._check()  # a lost lease or the deadline ends the call between chunks
+                    self._check()  # a lost lease, a cancel or the deadline ends the call between chunks
             self.events.end_text()
             message = assembler.result()
             usage = message.usage
@@ -113,6 +141,9 @@ class Agent:
                 [{"name": c.name, "arguments": c.arguments} for c in message.tool_calls]
             )
             return message
+        except CancelRequested:
+            status, summary = StepStatus.FAILED, "cancelled"
+            raise
         except openai.OpenAIError as exc:
             summary = safe_error_summary(exc)  # steps are shown to users: no provider error text
             raise
@@ -127,11 +158,17 @@ class Agent:
             self.events.step_started(len(self.steps) + offset, "tool_call", call.name, parse_arguments(call.arguments))
         with ThreadPoolExecutor(max_workers=min(8, len(calls))) as pool:
             results = list(pool.map(observed.carry(self._run_tool), calls))  # run ids, trace
-        for call, (output, status, started, arguments) in zip(calls, results):
+        for call, result in zip(calls, results):
+            if result is None:  # skipped: the run was cancelled before this tool started
+                continue
+            output, status, started, arguments = result
             self._record("tool_call", call.name, arguments, output, status, started, None)
             self.messages.append({"role": "tool", "tool_call_id": call.id, "content": output})
+        self._check()  # cancelled while tools ran: their steps are recorded, no further model call
 
-    def _run_tool(self, call) -> tuple[str, str, Any, dict | None]:
+    def _run_tool(self, call) -> tuple[str, str, Any, dict | None] | None:
+        if self.cancelled():
+            return None
         started = utcnow()
         module = {m.NAME: m for m in self.toolset}.get(call.name)
         arguments: dict | None = None
@@ -185,7 +222,7 @@ def recall_memories(job: RunJob) -> list[str]:
         return []
 
 
-def run(job: RunJob, still_ours: Callable[[], bool]) -> Outcome:
+def run(job: RunJob, still_ours: Callable[[], bool], cancelled: Callable[[], bool] = lambda: False) -> Outcome:
     events = RunEvents(job.run_id, job.attempt, still_ours)
     events.started()  # attempt n: a client drops any partial text of an earlier attempt
-    return Agent(job, still_ours, recall_memories(job), events).run()
+    return Agent(job, still_ours, recall_memories(job), events, cancelled).run()

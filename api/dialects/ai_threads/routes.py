@@ -11,9 +11,9 @@ from api import streaming
 from api.auth import current_principal
 from api.errors import Dialect, Problem
 from api.extensions import limiter, user_key
-from api.waiting import idempotency_key, requested_wait, thread_idle_required
+from api.waiting import idempotency_key, requested_wait, busy_policy
 from api.dialects.ai_threads import schemas
-from api.dialects.common import document_errors
+from api.dialects.common import AnswerHeaders, document_errors
 from shared.config import settings
 from shared.models import Message, RunStep, Thread
 from shared.services import citations as citation_service
@@ -124,15 +124,18 @@ def delete_thread(thread_id: int):
 @limiter.limit(lambda: settings.rate_limit_messages, key_func=user_key)
 @blp.arguments(schemas.MessageCreate)
 @blp.arguments(schemas.WaitQuery, location="query")
+@blp.arguments(AnswerHeaders, location="headers")
 @blp.response(201, schemas.MessagePair)
-@document_errors(blp, WRITE_ERRORS)
+@document_errors(blp, {**WRITE_ERRORS, 409: (_E, "Idempotency-Key reused with a different body, or the thread "
+                                                 "is busy and Thread-Busy is reject")})
 @blp.doc(**{streaming.STREAMS: True})
-def post_message(body, _query, thread_id: int):
+def post_message(body, _query, _headers, thread_id: int):
     """Post a user message; answers 201 with the created message and the AI's response message.
 
     Waits up to ``?wait=`` / ``Prefer: wait=`` seconds for the answer. When it is not ready the response
     message is ``queued`` or ``in_progress``: poll the ``Location`` header's URL. With ``Accept:
     text/event-stream`` the answer streams instead (see GET …/messages/{message_id}/stream).
+    ``Thread-Busy`` says what happens when the thread is still answering (docs/api.md, Double-texting).
     """
     # "state": {} is an (empty) state, not an absent one (seed 001): test for None, never for truth
     context_key = "state" if body["state"] is not None else ("context" if body["context"] is not None else None)
@@ -141,7 +144,7 @@ def post_message(body, _query, thread_id: int):
     exchange = message_service.post_user_message(
         current_principal(), thread_id, content=body["content"], context=context,
         context_key=context_key, client_message_id=idempotency_key(), model_id=body["model_id"],
-        workflow_id=body["workflow_id"], require_idle=thread_idle_required(),
+        workflow_id=body["workflow_id"], busy_policy=busy_policy(),
     )
     if streaming.wanted():  # Accept: text/event-stream
         created, answer = present_messages([exchange.request, exchange.response], {exchange.response.id: []})
@@ -204,3 +207,27 @@ def stream_message(_query, _headers, thread_id: int, message_id: uuid.UUID):
     an answer that finished long ago streams as one ``message.completed``."""
     target = stream_service.target(current_principal(), thread_id, message_id)
     return streaming.respond(target, _render_for_stream(thread_id), after=streaming.last_event_id())
+
+
+@blp.route("/<int:thread_id>/messages/<uuid:message_id>/cancel", methods=["POST"])
+@blp.response(200, schemas.MessageResource)
+@document_errors(blp, {**ERRORS, 409: (schemas.CancelConflict, "The answer already finished: the body's data is the message")})
+def cancel_message(thread_id: int, message_id: uuid.UUID):
+    """Stop the answer being produced (permission ai_thread_messages.create, your own thread).
+
+    A queued answer never starts; one in progress stops within half a second and keeps the text it
+    had, with status ``cancelled`` (tool calls already made stay, listed in ``steps``). Cancelling a
+    cancelled answer returns it again; a finished one is 409 with the message as ``data``. The user
+    message's id names the same answer.
+    """
+    try:
+        message = message_service.cancel_message(current_principal(), thread_id, message_id)
+    except message_service.AlreadyFinished as exc:
+        exc.extra = {"data": schemas.MessageResource().dump(_present_with_steps(exc.resource))}
+        raise
+    return _present_with_steps(message)
+
+
+def _present_with_steps(message: Message) -> dict:
+    _, steps = message_service.get_message(current_principal(), message.thread_id, message.id)
+    return present_messages([message], {message.id: steps})[0]

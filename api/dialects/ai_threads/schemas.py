@@ -120,3 +120,9 @@ class AiThreadsError(Schema):
     message = fields.String()
     code = fields.String()
     errors = fields.Dict(keys=fields.String(), values=fields.List(fields.String()))
+
+
+class CancelConflict(AiThreadsError):
+    """409 of a cancel: the answer already finished; ``data`` is the message as it stands."""
+
+    data = fields.Nested(MessageResource)

@@ -14,7 +14,7 @@ from api.dialects.chats import schemas
 from api.dialects.common import AnswerHeaders, document_errors, poll_headers
 from api.errors import Dialect, FieldError, Problem, RequestInvalid
 from api.extensions import ip_key, limiter, require_enforced_limits, user_key
-from api.waiting import idempotency_key, requested_wait, thread_idle_required
+from api.waiting import idempotency_key, requested_wait, busy_policy
 from shared.config import settings
 from shared.errors import Forbidden, NotFound
 from shared.models import Message, Thread
@@ -197,6 +197,7 @@ def post_message(path, body, _headers, **_raw):
     is ``queued`` or ``in_progress`` and the ``Location`` header is the URL to poll. Resending with the
     same ``Idempotency-Key`` header returns the same two messages and never starts a second answer.
     With ``Accept: text/event-stream`` the answer streams instead (see GET …/messages/{messageId}/stream).
+    ``Thread-Busy`` says what happens when the chat is still answering (docs/api.md, Double-texting).
     """
     principal, chatId = auth.current_principal(), path["chatId"]  # noqa: N806 - the seed's name
     if body["userId"] != principal.user_id:
@@ -204,7 +205,7 @@ def post_message(path, body, _headers, **_raw):
     wait = requested_wait()
     exchange = message_service.post_user_message(
         principal, chatId, content=body["content"], model_id=body["modelId"], workflow_id=body["workflowId"],
-        client_message_id=idempotency_key(), require_idle=thread_idle_required(),
+        client_message_id=idempotency_key(), busy_policy=busy_policy(),
     )
     if streaming.wanted():  # Accept: text/event-stream
         data = present_message(exchange.request, chatId)
@@ -280,6 +281,26 @@ def stream_message(path, _query, _headers, **_raw):
     chat_id = path["chatId"]
     target = stream_service.target(auth.current_principal(), chat_id, path["messageId"])
     return streaming.respond(target, _render_for_stream(chat_id), after=streaming.last_event_id())
+
+
+@blp.route("/<chatId>/messages/<messageId>/cancel", methods=["POST"])
+@blp.arguments(schemas.MessagePath, location="path", error_status_code=400)
+@blp.response(200, schemas.ChatMessageEnvelope)
+@document_errors(blp, {**READ_ERRORS, 409: (schemas.CancelConflict, "The answer already finished: the body's data is the message")})
+def cancel_message(path, **_raw):
+    """Stop the answer being produced (permission ai_thread_messages.create, your own chat).
+
+    A queued answer never starts; one in progress stops within half a second and keeps the text it
+    had, with status ``cancelled``. Cancelling a cancelled answer returns it again; a finished one is
+    409 with the message as ``data``. The user message's id names the same answer.
+    """
+    chat_id = path["chatId"]
+    try:
+        message = message_service.cancel_message(auth.current_principal(), chat_id, path["messageId"])
+    except message_service.AlreadyFinished as exc:
+        exc.extra = {"data": schemas.ChatMessage().dump(present_message(exc.resource, chat_id))}
+        raise
+    return {"data": present_message(message, chat_id)}
 
 
 @catalog_blp.route("/models", methods=["GET"])

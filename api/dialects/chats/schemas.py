@@ -181,3 +181,9 @@ class ChatsError(Schema):
     message = fields.String(required=True)
     details = fields.Dict(keys=fields.String(), values=fields.List(fields.String()),
                           metadata={"description": "Field → messages, for invalid input."})
+
+
+class CancelConflict(ChatsError):
+    """409 of a cancel: the answer already finished; ``data`` is the message as it stands."""
+
+    data = fields.Nested(ChatMessage)

@@ -18,7 +18,7 @@ from api.dialects.common import AnswerHeaders, document_errors, iso, poll_header
 from api.dialects.v1_threads import schemas
 from api.errors import Dialect, Problem
 from api.extensions import limiter, user_key
-from api.waiting import idempotency_key, requested_wait, thread_idle_required
+from api.waiting import idempotency_key, requested_wait, busy_policy
 from shared.config import settings
 from shared.models import Message, Run, RunStep, Thread
 from shared.services import citations as citation_service
@@ -175,6 +175,7 @@ def post_user_message(path, body, _query, _headers, **_raw):
     ``assistant_message``; otherwise its ``status`` is queued or in_progress and ``Location`` is the
     URL to poll. ``message_id`` (or the ``Idempotency-Key`` header) makes retries safe. With ``Accept:
     text/event-stream`` the answer streams instead (see GET …/messages/{message_id}/stream).
+    ``Thread-Busy`` says what happens when the thread is still answering (docs/api.md, Double-texting).
     """
     principal, thread_id = current_principal(), path["thread_id"]
     message_id = body["message_id"]
@@ -182,7 +183,7 @@ def post_user_message(path, body, _query, _headers, **_raw):
     exchange = message_service.post_user_message(
         principal, thread_id, content=body["content"]["text"], model_id=body["model_id"], message_id=message_id,
         client_message_id=str(message_id) if message_id else idempotency_key(),
-        require_idle=thread_idle_required(),
+        busy_policy=busy_policy(),
     )
     if streaming.wanted():  # Accept: text/event-stream
         user, assistant = present_messages([exchange.request, exchange.response], thread_id, principal.tenant_id, True)
@@ -252,3 +253,26 @@ def stream_message(path, _query, _headers, **_raw):
     ai_thread_messages.read). ``Last-Event-ID`` (or ``?last_event_id=``) resumes after that event."""
     target = stream_service.target(current_principal(), path["thread_id"], path["message_id"])
     return streaming.respond(target, _render_for_stream(path["thread_id"]), after=streaming.last_event_id())
+
+
+@blp.route("/<thread_id>/messages/<message_id>/cancel", methods=["POST"])
+@blp.arguments(schemas.MessagePath, location="path")
+@blp.response(200, schemas.ThreadMessageResponse)
+@document_errors(blp, {**ERRORS, 409: (schemas.CancelConflict, "The answer already finished: `data` is the message")})
+def cancel_message(path, **_raw):
+    """Stop the answer being produced (permission ai_thread_messages.create, your own thread).
+
+    A queued answer never starts; one in progress stops within half a second and keeps the text it
+    had, with status ``cancelled`` (tool calls already made stay, listed in ``details.steps``).
+    Cancelling a cancelled answer returns it again; a finished one is 409 with the message as
+    ``data``. The user message's id names the same answer.
+    """
+    principal, thread_id = current_principal(), path["thread_id"]
+    try:
+        message = message_service.cancel_message(principal, thread_id, path["message_id"])
+    except message_service.AlreadyFinished as exc:
+        [presented] = present_messages([exc.resource], thread_id, principal.tenant_id, True)
+        exc.extra = {"data": schemas.ThreadMessageResponse().dump(presented)}
+        raise
+    [presented] = present_messages([message], thread_id, principal.tenant_id, True)
+    return presented

@@ -182,3 +182,9 @@ class HTTPValidationError(Schema):
 
 class HTTPError(Schema):
     detail = fields.String(required=True)
+
+
+class CancelConflict(HTTPError):
+    """409 of a cancel: the answer already finished; ``data`` is the message as it stands."""
+
+    data = fields.Nested(ThreadMessageResponse)
