@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 import uuid
 from types import SimpleNamespace
 from urllib.parse import urlsplit, urlunsplit
@@ -165,6 +167,19 @@ class Hosts:
         for host in API_HOSTS:
             self.wait_api(host)
         self.db = create_engine(self.stack.database_url, pool_pre_ping=True)
+
+    def control_model(self, host: str, **values: float) -> dict:
+        """Set the scripted model on worker host ``host`` (its ``/_control``: token_rate,
+        first_token_delay, latency). The model listens on the host's own loopback, so the request is
+        made from inside the host's namespace."""
+        script = ("import json, sys, urllib.request; request = urllib.request.Request("
+                  f"'http://127.0.0.1:{MODEL_PORT}/_control', data=sys.argv[1].encode(), "
+                  "headers={'Content-Type': 'application/json'}); "
+                  "print(urllib.request.urlopen(request, timeout=10).read().decode())")
+        done = subprocess.run(self.topology[host].argv([sys.executable, "-c", script, json.dumps(values)]),
+                              capture_output=True, text=True, timeout=30)
+        assert done.returncode == 0, f"could not set the model on {host}: {done.stderr.strip()}"
+        return json.loads(done.stdout)
 
     def worker_pids(self) -> dict[int, str]:
         """Celery's pid on each worker host: a run's ``lease_owner`` starts with ``hostname:pid``.
