@@ -32,6 +32,7 @@ from sqlalchemy import create_engine, make_url
 from devtools import netns, processes
 from devtools.stack import Process, Stack, wait_until
 from tests.faults.helpers import bound_database
+from tests.hosts.helpers import LIBPQ_NETWORK
 from tests.hosts.ledger import LEDGER, SUMMARY_PATH
 
 API_HOSTS, WORKER_HOSTS = ("api1", "api2"), ("wrk1", "wrk2")
@@ -48,9 +49,6 @@ HOSTS_SETTINGS = {
     "WAIT_MAX": "30",
     "MAX_ACTIVE_RUNS_PER_USER": "0",  # the load tests post more than the per-user cap from one user
 }
-# What a host on another machine must put into DATABASE_URL: give up on a dead link in seconds.
-LIBPQ_NETWORK = {"connect_timeout": "3", "keepalives": "1", "keepalives_idle": "5", "keepalives_interval": "2",
-                 "keepalives_count": "3", "tcp_user_timeout": "10000"}
 
 _current: dict = {}
 

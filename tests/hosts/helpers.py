@@ -13,6 +13,10 @@ from devtools.stack import wait_until
 from tests.hosts.ledger import LEDGER
 
 FINISHED = ("completed", "failed")
+# What a host on another machine must put into DATABASE_URL: give up on a dead link in seconds.
+# docker-compose.multihost.yml uses the same (tests/unit/test_deployment_files.py checks it).
+LIBPQ_NETWORK = {"connect_timeout": "3", "keepalives": "1", "keepalives_idle": "5", "keepalives_interval": "2",
+                 "keepalives_count": "3", "tcp_user_timeout": "10000"}
 
 
 def new_thread(client: httpx.Client, title: str = "hosts") -> int:
