@@ -6,7 +6,8 @@ with one veth link to the root namespace, where PostgreSQL and Redis run on 127.
 
 - ``10.231.<n>.2`` is the host's own address (inside the namespace; an API host listens on it);
 - ``10.231.<n>.1`` is the host's way to PostgreSQL (and ``.3`` its way to Redis): addresses on the
-  root side of the link where a ``LinkProxy`` of the harness listens and forwards to 127.0.0.1.
+  root side of the link where a ``TcpProxy`` of the harness (devtools/tcpproxy.py, the fault suite's
+  proxy too) listens and forwards to 127.0.0.1.
 
 The servers stay where they are; the proxies are how the namespaces reach them, and the place where
 the network's faults are made, since ``tc netem`` is missing from this kernel:
@@ -15,9 +16,10 @@ the network's faults are made, since ``tc netem`` is missing from this kernel:
   connections hang and new ones time out, exactly as when a switch port dies;
 - a partition **from Redis only** removes the ``.3`` address from the root side: the host still
   reaches PostgreSQL, its packets to Redis are silently dropped;
-- **loss and delay** are the link proxies' ``LinkFaults``: a lost packet inside TCP is a segment
-  retransmitted after the retransmission timeout, so the proxy holds a chunk for an RTO; a delay
-  spike holds every chunk; a small share of connections is reset outright (the worst case of loss).
+- **loss and delay** are the link proxies' ``LinkFaults`` (devtools/tcpproxy.py): a lost packet
+  inside TCP is a segment retransmitted after the retransmission timeout, so the proxy holds a chunk
+  for an RTO; a delay spike holds every chunk; a small share of connections is reset outright (the
+  worst case of loss).
 
 Everything is named ``tlh-*`` and addressed in ``10.231.0.0/16``, traffic only flows between the
 harness's own namespaces and the root namespace's loopback servers, and ``Topology.down()`` (also run
@@ -28,14 +30,11 @@ from __future__ import annotations
 
 import fcntl
 import os
-import random
 import shutil
 import signal
-import socket
 import subprocess
-import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 PREFIX = "tlh-"  # every namespace and link of the harness, so a crashed run's leftovers are recognisable
@@ -186,151 +185,6 @@ def remove_leftovers() -> list[str]:
         if name.startswith(PREFIX) and _ip("link", "del", name, check=False).returncode == 0:
             removed.append(name)  # (deleting one end of a veth pair deletes the other)
     return removed
-
-
-# -- the links' proxies: reaching the root namespace's servers, and the network's faults ------------
-
-@dataclass
-class LinkFaults:
-    """What the link does to traffic. All zero: a clean link.
-
-    ``loss``: share of chunks (read()s, each one or more TCP segments) that are "lost": held for
-    ``rto`` seconds, the retransmission timeout after which TCP sends a lost segment again (Linux's
-    minimum is 200 ms); the bytes still arrive, in order, because TCP never loses them for good.
-    ``reset``: share of chunks after which the connection is cut (both sides get a reset), the worst
-    that loss does. ``delay``: seconds added to every chunk (a delay spike while it is non-zero)."""
-
-    loss: float = 0.0
-    rto: float = 0.2
-    reset: float = 0.0
-    delay: float = 0.0
-
-
-@dataclass
-class LinkStats:
-    connections: int = 0
-    chunks: int = 0
-    lost: int = 0
-    resets: int = 0
-    delayed: int = 0
-    counts_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-
-    def figures(self) -> dict[str, int]:
-        return {"connections": self.connections, "chunks": self.chunks, "lost_chunks": self.lost,
-                "reset_connections": self.resets, "delayed_chunks": self.delayed}
-
-
-class LinkProxy:
-    """Listen on ``(address, port)`` in the root namespace, forward to ``upstream`` on loopback."""
-
-    def __init__(self, address: str, port: int, upstream: tuple[str, int], seed: int = 0):
-        self.address, self.port, self.upstream = address, port, upstream
-        self.faults = LinkFaults()
-        self.stats = LinkStats()
-        self._random = random.Random(seed)
-        self._lock = threading.Lock()
-        self._sockets: set[socket.socket] = set()
-        self._listener: socket.socket | None = None
-
-    def start(self) -> "LinkProxy":
-        listener = socket.socket()
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.setsockopt(socket.SOL_IP, 15, 1)  # IP_FREEBIND: the address may leave and come back
-        listener.bind((self.address, self.port))
-        listener.listen(512)
-        self._listener = listener
-        threading.Thread(target=self._accept, args=(listener,), daemon=True,
-                         name=f"link-{self.address}:{self.port}").start()
-        return self
-
-    def stop(self) -> None:
-        with self._lock:
-            listener, self._listener = self._listener, None
-            doomed, self._sockets = list(self._sockets), set()
-        if listener is not None:
-            listener.close()
-        for sock in doomed:
-            _close(sock)
-
-    def _accept(self, listener: socket.socket) -> None:
-        while True:
-            try:
-                client, _ = listener.accept()
-            except OSError:
-                return
-            try:
-                server = socket.create_connection(self.upstream, timeout=5)
-                server.settimeout(None)
-            except OSError:
-                _close(client)
-                continue
-            with self._lock:
-                if self._listener is not listener:
-                    _close(client), _close(server)
-                    continue
-                self._sockets.update((client, server))
-            with self.stats.counts_lock:
-                self.stats.connections += 1
-            for source, target in ((client, server), (server, client)):
-                threading.Thread(target=self._pump, args=(source, target, client, server), daemon=True).start()
-
-    def _pump(self, source: socket.socket, target: socket.socket, client: socket.socket,
-              server: socket.socket) -> None:
-        try:
-            while data := source.recv(65536):
-                faults = self.faults
-                hold, cut = faults.delay, False
-                with self.stats.counts_lock:
-                    self.stats.chunks += 1
-                    draw = self._random.random()
-                    if draw < faults.reset:
-                        self.stats.resets += 1
-                        cut = True
-                    elif draw < faults.reset + faults.loss:
-                        self.stats.lost += 1
-                        hold += faults.rto
-                    if faults.delay:
-                        self.stats.delayed += 1
-                if cut:
-                    _reset(client), _reset(server)
-                    return
-                if hold:
-                    time.sleep(hold)
-                target.sendall(data)
-        except OSError:
-            pass
-        finally:
-            with self._lock:
-                self._sockets.discard(source)
-                self._sockets.discard(target)
-            _close(source), _close(target)
-
-
-def _reset(sock: socket.socket) -> None:
-    """Close with an RST (SO_LINGER 0), as a connection broken by the network ends."""
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
-    except OSError:
-        pass
-    try:
-        sock.shutdown(socket.SHUT_RD)  # wakes the other pump's recv() without sending a FIN
-    except OSError:
-        pass
-    try:
-        sock.close()
-    except OSError:
-        pass
-
-
-def _close(sock: socket.socket) -> None:
-    try:
-        sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
-    try:
-        sock.close()
-    except OSError:
-        pass
 
 
 if __name__ == "__main__":  # python -m devtools.netns clean: remove a crashed run's namespaces by hand

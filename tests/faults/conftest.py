@@ -17,8 +17,9 @@ from sqlalchemy import create_engine, make_url
 
 from tests.faults.ledger import LEDGER, SUMMARY_PATH
 from tests.faults.helpers import bound_database
-from tests.faults.plumbing import PrivateRedis, TcpProxy
+from tests.faults.plumbing import PrivateRedis
 from devtools.stack import Stack
+from devtools.tcpproxy import TcpProxy
 
 FAULT_SETTINGS = {
     # Short enough that retries, timeouts, leases and the sweeper all happen within a test.

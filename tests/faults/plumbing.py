@@ -2,16 +2,14 @@
 
 - ``PrivateRedis``: a redis-server of our own on a free port, so tests can really stop and restart
   the broker (and the rate-limit and notification store) without disturbing anyone else.
-- ``TcpProxy``: a small TCP forwarder (threads in the test process) between the stack and the real
-  PostgreSQL. ``cut()`` behaves like the database server stopping: open connections drop and new
-  ones are refused; ``restore()`` brings it back on the same port.
+- ``TcpProxy`` (devtools/tcpproxy.py, shared with the hosts suite): a small TCP forwarder between
+  the stack and the real PostgreSQL. ``cut()`` behaves like the database server stopping: open
+  connections drop and new ones are refused; ``restore()`` brings it back on the same port.
 """
 from __future__ import annotations
 
 import os
-import socket
 import sys
-import threading
 from pathlib import Path
 
 import redis
@@ -53,90 +51,6 @@ class PrivateRedis:
     def restart(self) -> None:
         self.stop()
         self.start()
-
-
-class TcpProxy:
-    """Forward 127.0.0.1:<port> to ``upstream``; cut() and restore() simulate the upstream stopping."""
-
-    def __init__(self, upstream: tuple[str, int]):
-        self.upstream = upstream
-        self.port = free_port()
-        self.cuts = 0
-        self._lock = threading.Lock()
-        self._sockets: set[socket.socket] = set()
-        self._listener: socket.socket | None = None
-
-    # -- control ---------------------------------------------------------------------------------
-    def start(self) -> "TcpProxy":
-        listener = socket.socket()
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(("127.0.0.1", self.port))
-        listener.listen(512)
-        self._listener = listener
-        threading.Thread(target=self._accept, args=(listener,), daemon=True, name="pg-proxy-accept").start()
-        return self
-
-    def cut(self) -> None:
-        """New connections are refused and every open one drops, as when the server stops."""
-        self.cuts += 1
-        with self._lock:
-            listener, self._listener = self._listener, None
-            doomed, self._sockets = list(self._sockets), set()
-        if listener is not None:
-            listener.close()
-        for sock in doomed:
-            _close(sock)
-
-    def restore(self) -> None:
-        self.start()
-
-    @property
-    def is_up(self) -> bool:
-        return self._listener is not None
-
-    # -- forwarding ------------------------------------------------------------------------------
-    def _accept(self, listener: socket.socket) -> None:
-        while True:
-            try:
-                client, _ = listener.accept()
-            except OSError:
-                return  # cut: the listener was closed
-            try:
-                server = socket.create_connection(self.upstream, timeout=5)
-                server.settimeout(None)
-            except OSError:
-                _close(client)
-                continue
-            with self._lock:
-                if self._listener is not listener:  # cut while we were connecting
-                    _close(client), _close(server)
-                    continue
-                self._sockets.update((client, server))
-            for source, target in ((client, server), (server, client)):
-                threading.Thread(target=self._pump, args=(source, target), daemon=True).start()
-
-    def _pump(self, source: socket.socket, target: socket.socket) -> None:
-        try:
-            while data := source.recv(65536):
-                target.sendall(data)
-        except OSError:
-            pass
-        finally:
-            with self._lock:
-                self._sockets.discard(source)
-                self._sockets.discard(target)
-            _close(source), _close(target)
-
-
-def _close(sock: socket.socket) -> None:
-    try:
-        sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
-    try:
-        sock.close()
-    except OSError:
-        pass
 
 
 def log(line: str) -> None:

@@ -31,6 +31,7 @@ from sqlalchemy import create_engine, make_url
 
 from devtools import netns, processes
 from devtools.stack import Process, Stack, wait_until
+from devtools.tcpproxy import TcpProxy
 from tests.faults.helpers import bound_database
 from tests.hosts.helpers import LIBPQ_NETWORK
 from tests.hosts.ledger import LEDGER, SUMMARY_PATH
@@ -78,7 +79,7 @@ class Hosts:
 
     def __init__(self, stack: Stack, topology: netns.Topology):
         self.stack, self.topology = stack, topology
-        self.proxies: dict[str, dict[str, netns.LinkProxy]] = {}
+        self.proxies: dict[str, dict[str, TcpProxy]] = {}
         self.api_urls = {name: f"http://{topology[name].address}:{API_PORT}" for name in API_HOSTS}
         self.db = None
         self.redis_query: dict[str, str] = {}  # per host: options appended to its REDIS_URL
@@ -105,10 +106,9 @@ class Hosts:
         redis_port = urlsplit(self.stack.env["REDIS_URL"]).port or 6379
         for name, host in self.topology.hosts.items():
             self.proxies[name] = {
-                "postgres": netns.LinkProxy(host.database_gateway, 5432, (pg.host or "127.0.0.1", pg.port or 5432),
-                                            seed=host.index).start(),
-                "redis": netns.LinkProxy(host.redis_gateway, 6379, ("127.0.0.1", redis_port),
-                                         seed=100 + host.index).start(),
+                "postgres": TcpProxy((pg.host or "127.0.0.1", pg.port or 5432), host.database_gateway, 5432,
+                                     seed=host.index).start(),
+                "redis": TcpProxy(("127.0.0.1", redis_port), host.redis_gateway, 6379, seed=100 + host.index).start(),
             }
 
     def start_worker(self, host: str, name: str | None = None, module: str | None = None,

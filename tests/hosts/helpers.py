@@ -9,10 +9,9 @@ from collections import Counter
 import httpx
 from sqlalchemy import text
 
-from devtools.stack import wait_until
+from tests.faults.helpers import assert_exactly_once, wait_answered  # noqa: F401 - the fault suite's, shared
 from tests.hosts.ledger import LEDGER
 
-FINISHED = ("completed", "failed")
 # What a host on another machine must put into DATABASE_URL: give up on a dead link in seconds.
 # docker-compose.multihost.yml uses the same (tests/unit/test_deployment_files.py checks it).
 LIBPQ_NETWORK = {"connect_timeout": "3", "keepalives": "1", "keepalives_idle": "5", "keepalives_interval": "2",
@@ -58,22 +57,6 @@ def runs_of(hosts, ids: list[str]) -> dict[str, dict]:
     for run in found.values():
         run["host"] = hosts.host_of(run["lease_owner"])
     return found
-
-
-def wait_answered(hosts, ids: list[str], timeout: float = 60.0) -> list[dict]:
-    def done():
-        rows = LEDGER.outcomes(hosts.db, ids)
-        return len(rows) == len(ids) and all(
-            r["answers"] >= 1 and all(s in FINISHED for s in r["statuses"]) for r in rows) and rows
-    return wait_until(done, timeout=timeout, interval=0.2, what=f"answers to {len(ids)} message(s)")
-
-
-def assert_exactly_once(rows: list[dict], status: str | None = "completed") -> None:
-    for row in rows:
-        assert row["runs"] == 1, f"message {row['id']} has {row['runs']} runs"
-        assert row["answers"] == 1, f"message {row['id']} has {row['answers']} answers"
-        if status is not None:
-            assert row["statuses"] == [status], f"message {row['id']} answered {row['statuses']}"
 
 
 TASK_RESULT = re.compile(r"Task threadline\.execute_run\[[^\]]+\] succeeded in [0-9.e-]+s: (?:<\w+\.\w+: )?'([a-z-]+)'")

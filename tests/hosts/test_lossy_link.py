@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from devtools.netns import LinkFaults
+from devtools.tcpproxy import LinkFaults
 from tests.hosts.helpers import assert_exactly_once, new_thread, runs_of, timed_post, wait_answered
 from tests.hosts.ledger import LEDGER, percentile
 

@@ -10,7 +10,6 @@ worker's writes really come after the takeover, which is the case a lease exists
 from __future__ import annotations
 
 import time
-import uuid
 from collections import Counter
 
 import pytest
