@@ -2,9 +2,10 @@
 
 - ``PrivateRedis``: a redis-server of our own on a free port, so tests can really stop and restart
   the broker (and the rate-limit and notification store) without disturbing anyone else.
-- ``TcpProxy`` (devtools/tcpproxy.py, shared with the hosts suite): a small TCP forwarder between
-  the stack and the real PostgreSQL. ``cut()`` behaves like the database server stopping: open
-  connections drop and new ones are refused; ``restore()`` brings it back on the same port.
+
+The TCP proxy between the stack and the real PostgreSQL is devtools/tcpproxy.py's ``TcpProxy``, the
+one the hosts suite puts on its links: ``cut()`` behaves like the database server stopping (open
+connections drop and new ones are refused), ``restore()`` brings it back on the same port.
 """
 from __future__ import annotations
 
