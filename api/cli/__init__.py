@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from flask import Flask
 
-from api.cli import demo, docs, reports, tokens, users, webhooks, workflows
+from api.cli import demo, docs, models, reports, tokens, users, webhooks, workflows
 
 
 def register_cli(app: Flask) -> None:
-    for module in (users, tokens, docs, workflows, webhooks, reports, demo):
+    for module in (users, tokens, docs, workflows, webhooks, reports, models, demo):
         app.cli.add_command(module.command)
