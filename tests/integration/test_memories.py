@@ -102,13 +102,31 @@ def test_a_user_lists_and_deletes_their_memories_in_v1(user, client):
     assert client.get("/v1/memories?limit=0").status_code == 422
 
 
+def test_a_user_lists_and_deletes_their_memories_in_chats_with_the_session_cookie(user, client, client_for):
+    remember_teal(client)
+    with client_for() as browser:
+        assert browser.post("/api/auth/login", json={"email": user.email, "password": user.password}).status_code == 200
+        listed = browser.get("/api/memories")
+        assert listed.status_code == 200, listed.text
+        [memory] = listed.json()["data"]
+        assert listed.json()["meta"] == {"total": 1, "limit": 20, "offset": 0}
+        assert memory["content"] == "my favourite colour is teal" and memory["chatId"] and memory["createdAt"].endswith("Z")
+        assert browser.delete(f"/api/memories/{memory['id']}").status_code == 204
+        missing = browser.delete(f"/api/memories/{memory['id']}")
+        assert missing.status_code == 404 and missing.json()["statusCode"] == 404
+        bad = browser.delete("/api/memories/not-a-uuid")
+        assert bad.status_code == 400 and "memoryId" in bad.json()["details"]
+    assert memories.recent(user.tenant_id, user.id) == []
+
+
 def test_another_users_memories_are_404_and_never_listed(user, client, make_user, client_for):
     [mine] = [memories.save(user.tenant_id, user.id, "my secret hobby is falconry")]
     for other in (make_user(tenant=user.tenant), make_user()):
         them = client_for(other)
         assert "falconry" not in them.get("/api/v1/ai/memories").text
         assert "falconry" not in them.get("/v1/memories").text
-        for path in (f"/api/v1/ai/memories/{mine.id}", f"/v1/memories/{mine.id}"):
+        assert "falconry" not in them.get("/api/memories").text
+        for path in (f"/api/v1/ai/memories/{mine.id}", f"/v1/memories/{mine.id}", f"/api/memories/{mine.id}"):
             response = them.delete(path)
             assert response.status_code == 404, (path, response.text)
             assert "falconry" not in response.text
@@ -127,11 +145,11 @@ def test_a_token_without_the_memory_permissions_is_403(user, client, make_user, 
     other = client_for(type("T", (), {"token": threads_only})())
     assert reader.get("/api/v1/ai/memories").status_code == 200
     assert reader.get("/v1/memories").status_code == 200
-    for path in ("/api/v1/ai/memories", "/v1/memories"):
+    for path in ("/api/v1/ai/memories", "/v1/memories", "/api/memories"):
         refused = other.get(path)
         assert refused.status_code == 403 and "memories.read" in refused.text
     owner_memory = memories.recent(owner.tenant_id, owner.id)[0].id
-    for path in (f"/api/v1/ai/memories/{owner_memory}", f"/v1/memories/{owner_memory}"):
+    for path in (f"/api/v1/ai/memories/{owner_memory}", f"/v1/memories/{owner_memory}", f"/api/memories/{owner_memory}"):
         refused = reader.delete(path)
         assert refused.status_code == 403 and "memories.delete" in refused.text
     assert len(memories.recent(owner.tenant_id, owner.id)) == 1

@@ -52,11 +52,12 @@ def known_ids(client, user) -> dict[str, dict[str, object]]:
     v1_message = direct(client, v1_thread, "seed message")["id"]
     report = reports.report_thread(tenant_id=user.tenant_id, user_id=user.id, thread_id=thread["id"],
                                    reason="fuzzed", created_by="user")
-    ai_memory, v1_memory = (memories.save(user.tenant_id, user.id, f"fuzzed fact {n}") for n in (1, 2))
+    ai_memory, v1_memory, chats_memory = (memories.save(user.tenant_id, user.id, f"fuzzed fact {n}") for n in (1, 2, 3))
     return {
         "/api/v1/ai/reports": {"report_id": str(report.id)},
         "/api/v1/ai/memories": {"memory_id": ai_memory.id},
         "/v1/memories": {"memory_id": v1_memory.id},
+        "/api/memories": {"memoryId": chats_memory.id},
         "/api/v1/ai/": {"thread_id": thread["id"], "message_id": message_id},
         "/api/chats": {"chatId": thread["uuid"], "messageId": message_id},
         "/v1/": {"thread_id": v1_thread, "message_id": v1_message},

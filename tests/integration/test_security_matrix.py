@@ -75,6 +75,8 @@ ENDPOINTS = [
     Endpoint("DELETE", "/api/v1/ai/memories/{mem}"),
     Endpoint("GET", "/v1/memories", thread_scoped=False),
     Endpoint("DELETE", "/v1/memories/{mem}"),
+    Endpoint("GET", "/api/memories", thread_scoped=False),
+    Endpoint("DELETE", "/api/memories/{mem}"),
     # The tenant's reports: moderators only (MODERATED below covers who else is refused how).
     Endpoint("GET", "/api/v1/ai/reports", thread_scoped=False),
     Endpoint("POST", "/api/v1/ai/reports/{report}/resolve", {"note": "let me in"}, thread_scoped=False),
@@ -221,7 +223,7 @@ def test_reports_refuse_everyone_but_the_tenants_moderators(world, endpoint):
 
 
 @pytest.mark.parametrize("path", ["/api/v1/ai/threads", "/api/chats", "/v1/threads", "/api/v1/ai/memories",
-                                  "/v1/memories"])
+                                  "/v1/memories", "/api/memories"])
 def test_lists_show_only_the_callers_threads(world, path):
     for person in (world.neighbour, world.stranger):
         response = httpx.get(world.stack.api_url + path, headers={"Authorization": f"Bearer {person.token}"})
