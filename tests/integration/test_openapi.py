@@ -112,4 +112,6 @@ def test_schemathesis_finds_no_server_errors_or_schema_violations(stack, make_us
                  if not any(code < 300 or (code == 409 and label.endswith("/cancel")) for code in seen)]
     assert unreached == ["POST /api/auth/login"], unreached  # random credentials never log in (test_chats does)
     assert not failures, "\n\n".join(failures)
-    assert time.monotonic() - started < 240
+    # 240 s was the budget for the 31 operations of the three dialects; it grows with the document
+    # (reports and memories added 8): about 8 s per operation, fuzzed in up to three plans each.
+    assert time.monotonic() - started < 8 * operations, (time.monotonic() - started, operations)
