@@ -82,12 +82,15 @@ def create_app(config: dict | None = None) -> Flask:
 
     # Each dialect's error format, status mapping and public routes are data on this app (app.extensions).
     api.register_blueprint(ai_threads.blp)
+    api.register_blueprint(ai_threads.reports_blp)
+    api.register_blueprint(ai_threads.memories_blp)
     errors.register(app, ai_threads.DIALECT)
     api.register_blueprint(chats.auth_blp)
     api.register_blueprint(chats.blp)
     api.register_blueprint(chats.catalog_blp)
     errors.register(app, chats.DIALECT)
     api.register_blueprint(v1_threads.blp)
+    api.register_blueprint(v1_threads.memories_blp)
     errors.register(app, v1_threads.DIALECT)
     from api import streaming, web
 

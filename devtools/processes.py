@@ -108,10 +108,12 @@ def model(host: str | None = None, port: int | None = None) -> Command:
     return Command("scripted_model", tuple(args))
 
 
-def local_processes(bind: str, queue: str, schedule: str) -> dict[str, Command]:
-    """What ``make run`` starts (embedded profile), in start order."""
+def local_processes(bind: str, queue: str, schedule: str, *, with_model: bool = True) -> dict[str, Command]:
+    """What ``make run`` starts (embedded profile), in start order; the scripted model only when a model
+    of the registry is served by it (not when OPENAI_API_KEY or OPENAI_BASE_URL points elsewhere)."""
+    commands = {"model": model()} if with_model else {}
     return {
-        "model": model(),
+        **commands,
         "worker": worker(EMBEDDED, queue),
         "beat": beat(schedule),
         "api": api(EMBEDDED, bind),

@@ -173,6 +173,19 @@ class Supervisor:
                 child.proc.wait()
 
 
+def answering_model_line(settings) -> str:
+    """Which model answers a message that names none, and where: the first thing ``make run`` says, so
+    nobody wonders whether OpenAI or the scripted development model wrote an answer."""
+    entry = settings.answering_model
+    if entry is None:
+        return (f"answering model: DEFAULT_MODEL_ID={settings.default_model_id} is not in the registry "
+                f"({', '.join(sorted(settings.models))}); messages that name no model fall back to the first")
+    if entry.base_url.rstrip("/") == settings.scripted_model_url:
+        return (f"answering model: {entry.id} — the scripted development model at {entry.base_url} "
+                "(set OPENAI_API_KEY for OpenAI, or OPENAI_BASE_URL for another server)")
+    return f"answering model: {entry.id} (model {entry.model}) at {entry.base_url}; key from ${entry.api_key_env}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m devtools.run", description=__doc__.split("\n\n")[0])
     parser.add_argument("--bind", default=os.environ.get("API_BIND", "127.0.0.1:8000"))
@@ -182,9 +195,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--crash-window", type=float, default=60.0)
     args = parser.parse_args(argv)
     (ROOT / args.schedule).parent.mkdir(parents=True, exist_ok=True)
+    from shared.config import settings
+
     commands = {name: command.argv() for name, command in
-                processes.local_processes(args.bind, args.queue, args.schedule).items()}
+                processes.local_processes(args.bind, args.queue, args.schedule,
+                                          with_model=settings.uses_scripted_model).items()}
     supervisor = Supervisor(commands, max_crashes=args.max_crashes, crash_window=args.crash_window)
+    supervisor.log(answering_model_line(settings))
     signal.signal(signal.SIGINT, supervisor.request_stop)
     signal.signal(signal.SIGTERM, supervisor.request_stop)
     code = supervisor.run()

@@ -32,15 +32,20 @@ class ModelEntry:
 
 
 DEFAULT_MODEL_IDS = ("threadline-dev", "gpt-4", "gpt-4o", "gpt-4o-mini", "gpt-4.1", "gpt-4.1-mini")
+SCRIPTED_MODEL_ID = "threadline-dev"  # the scripted development model's own id
+# OPENAI_API_KEY without OPENAI_BASE_URL: OpenAI itself, answering with a small, cheap, capable model
+# (tool calls and streaming) unless DEFAULT_MODEL_ID says otherwise.
+OPENAI_URL = "https://api.openai.com/v1"
+OPENAI_DEFAULT_MODEL_ID = "gpt-4o-mini"
 
 
-def _model_registry(base_url: str) -> dict[str, ModelEntry]:
-    """The registry from ``MODELS_FILE`` (JSON list of entries) or every default id on ``OPENAI_BASE_URL``."""
+def _model_registry(base_url: str, ids: tuple[str, ...] = DEFAULT_MODEL_IDS) -> dict[str, ModelEntry]:
+    """The registry from ``MODELS_FILE`` (JSON list of entries) or every default id on ``base_url``."""
     path = os.environ.get("MODELS_FILE")
     if path:
         entries = [ModelEntry(**{"base_url": base_url, **item}) for item in json.loads(Path(path).read_text())]
     else:
-        entries = [ModelEntry(id=model_id, model=model_id, base_url=base_url) for model_id in DEFAULT_MODEL_IDS]
+        entries = [ModelEntry(id=model_id, model=model_id, base_url=base_url) for model_id in ids]
     return {entry.id: entry for entry in entries}
 
 
@@ -72,8 +77,9 @@ class Settings:
     secret_key: str = env("SECRET_KEY", "dev-only-secret-change-me")
     session_cookie_secure: bool | None = env("SESSION_COOKIE_SECURE", None, _bool)  # None: True with Redis
     session_lifetime: int = env("SESSION_LIFETIME", 12 * 3600)  # seconds a chats-dialect login stays valid
-    # The model registry: MODELS_FILE (JSON list of entries), else every DEFAULT_MODEL_IDS on OPENAI_BASE_URL
-    # (empty: the scripted development model on SCRIPTED_MODEL_HOST:SCRIPTED_MODEL_PORT).
+    # The model registry: MODELS_FILE (JSON list of entries), else every DEFAULT_MODEL_IDS on OPENAI_BASE_URL;
+    # without it, OpenAI itself when OPENAI_API_KEY is set (default model gpt-4o-mini), else the scripted
+    # development model on SCRIPTED_MODEL_HOST:SCRIPTED_MODEL_PORT.
     default_model_id: str = env("DEFAULT_MODEL_ID", "threadline-dev")
     models: dict[str, ModelEntry] = field(default_factory=dict)
     scripted_model_host: str = env("SCRIPTED_MODEL_HOST", "127.0.0.1")
@@ -112,8 +118,9 @@ class Settings:
     memory_max_per_user: int = env("MEMORY_MAX_PER_USER", 500)  # memories one user may keep
     docs_read_max_chars: int = env("DOCS_READ_MAX_CHARS", 12000)  # read_doc by document name returns at most this
     # Web tools (worker/tools/web_search.py, read_web_page.py; SSRF policy in shared/netguard.py)
-    web_search_provider: str = env("WEB_SEARCH_PROVIDER", "searxng")
-    web_search_url: str = env("WEB_SEARCH_URL", "", lambda value: value.rstrip("/"))
+    web_search_provider: str = env("WEB_SEARCH_PROVIDER", "searxng")  # searxng | brave
+    web_search_url: str = env("WEB_SEARCH_URL", "", lambda value: value.rstrip("/"))  # brave: its API by default
+    web_search_api_key: str = env("WEB_SEARCH_API_KEY", "")  # brave: the subscription token
     fetch_allowlist: tuple[str, ...] = env("FETCH_ALLOWLIST", ())
     fetch_timeout: float = env("FETCH_TIMEOUT", 10.0)
     fetch_max_bytes: int = env("FETCH_MAX_BYTES", 2 * 1024 * 1024)
@@ -159,6 +166,20 @@ class Settings:
     webhook_timeout: float = env("WEBHOOK_TIMEOUT", 10.0)
 
     @property
+    def answering_model(self) -> ModelEntry | None:
+        """The registry entry that answers when a client names no model (None: the id is unknown)."""
+        return self.models.get(self.default_model_id)
+
+    @property
+    def scripted_model_url(self) -> str:
+        return f"http://{self.scripted_model_host}:{self.scripted_model_port}/v1"
+
+    @property
+    def uses_scripted_model(self) -> bool:
+        """True when some model of the registry is the scripted development model (make run starts it)."""
+        return any(entry.base_url.rstrip("/") == self.scripted_model_url for entry in self.models.values())
+
+    @property
     def tracing(self) -> bool:
         """OpenTelemetry tracing is on only when an OTLP endpoint is configured (standard OTel variables)."""
         return bool(self.otel_endpoint or self.otel_traces_endpoint) and not self.otel_sdk_disabled
@@ -189,7 +210,16 @@ def load() -> Settings:
     if values["session_cookie_secure"] is None:
         values["session_cookie_secure"] = bool(values["redis_url"])  # production serves HTTPS
     scripted = f"http://{values['scripted_model_host']}:{values['scripted_model_port']}/v1"
-    values["models"] = _model_registry(os.environ.get("OPENAI_BASE_URL") or scripted)
+    if os.environ.get("OPENAI_BASE_URL"):
+        values["models"] = _model_registry(os.environ["OPENAI_BASE_URL"])
+    elif os.environ.get("OPENAI_API_KEY"):
+        # A key and no server: OpenAI's own endpoint. The scripted model's id is not offered there (OpenAI
+        # has no such model), and the default answering model is a real one unless DEFAULT_MODEL_ID is set.
+        values["models"] = _model_registry(OPENAI_URL, tuple(i for i in DEFAULT_MODEL_IDS if i != SCRIPTED_MODEL_ID))
+        if not os.environ.get("DEFAULT_MODEL_ID"):
+            values["default_model_id"] = OPENAI_DEFAULT_MODEL_ID
+    else:
+        values["models"] = _model_registry(scripted)
     return Settings(**values)
 
 

@@ -1,4 +1,10 @@
-"""Permission names and the authenticated caller every service call is scoped to."""
+"""Permission names, the roles that bundle them, and the authenticated caller every service call is
+scoped to.
+
+There are no role rows: a user holds a list of permission names. Two named bundles (``ROLES``) save
+typing them: ``user`` (the default of ``flask users create``: one's own threads, messages and
+memories) and ``moderator`` (``user`` plus the tenant's reports). ``validate`` expands a role name
+given where a permission is expected, so ``--permissions moderator`` works on the command line."""
 from __future__ import annotations
 
 import uuid
@@ -12,7 +18,17 @@ THREADS_DELETE = "ai_threads.delete"
 MESSAGES_CREATE = "ai_thread_messages.create"
 MESSAGES_READ = "ai_thread_messages.read"
 
-ALL = (THREADS_CREATE, THREADS_READ, THREADS_DELETE, MESSAGES_CREATE, MESSAGES_READ)
+MEMORIES_READ = "memories.read"  # list one's own memories
+MEMORIES_DELETE = "memories.delete"  # delete one's own memories
+REPORTS_READ = "reports.read"  # list the tenant's reports (moderators)
+REPORTS_MANAGE = "reports.manage"  # resolve them
+
+# What a user holds unless told otherwise: everything about their own conversations and memories.
+USER = (THREADS_CREATE, THREADS_READ, THREADS_DELETE, MESSAGES_CREATE, MESSAGES_READ, MEMORIES_READ, MEMORIES_DELETE)
+# Reports show other users' conversations (an excerpt each): never granted by default.
+MODERATOR = (*USER, REPORTS_READ, REPORTS_MANAGE)
+ROLES = {"user": USER, "moderator": MODERATOR}
+ALL = MODERATOR
 
 
 @dataclass(frozen=True)
@@ -30,7 +46,10 @@ class Principal:
 
 
 def validate(names: list[str]) -> list[str]:
-    unknown = sorted(set(names) - set(ALL))
+    """The permission names, with role names (``user``, ``moderator``) expanded; ValueError on others."""
+    expanded = {perm for name in names for perm in ROLES.get(name, (name,))}
+    unknown = sorted(expanded - set(ALL))
     if unknown:
-        raise ValueError(f"unknown permission(s): {', '.join(unknown)}; known: {', '.join(ALL)}")
-    return sorted(set(names))
+        raise ValueError(f"unknown permission(s): {', '.join(unknown)}; known: {', '.join(ALL)} "
+                         f"(or a role: {', '.join(ROLES)})")
+    return sorted(expanded)

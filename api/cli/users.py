@@ -39,7 +39,8 @@ def read_password(prompt: bool, from_stdin: bool) -> str | None:
 @click.option("--password", "prompt_password", is_flag=True,
               help="Prompt for a password for cookie login (chats dialect).")
 @click.option("--password-stdin", is_flag=True, help="Read the password from the first line of standard input.")
-@click.option("--permissions", help="Comma-separated permissions (default: all).")
+@click.option("--permissions", help="Comma-separated permissions or roles: user (the default), moderator "
+              "(user + reports.read, reports.manage).")
 def create_user(email, tenant, user_id, prompt_password, password_stdin, permissions):
     """Create a user. A password: --password prompts for it, --password-stdin reads it (for scripts)."""
     password = read_password(prompt_password, password_stdin)

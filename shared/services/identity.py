@@ -36,8 +36,9 @@ def create_user(
     password: str | None = None,
     perms: list[str] | None = None,
 ) -> User:
-    """Create a user (and its tenant on first use). Permissions default to all of them."""
-    granted = permissions.validate(perms) if perms is not None else list(permissions.ALL)
+    """Create a user (and its tenant on first use). Permissions default to the ``user`` role (all but
+    the moderators' ``reports.*``)."""
+    granted = permissions.validate(perms) if perms is not None else list(permissions.USER)
     with transaction() as session:
         if session.scalar(select(User).where(User.email == email.lower())):
             raise Conflict(f"A user with email {email} already exists.")

@@ -2,20 +2,25 @@
 
 Every function takes the owner (tenant and user) explicitly and every statement filters on both, so
 no caller can reach another user's memories, whatever text a model puts in its tool arguments.
+``list_own`` and ``delete_own`` serve the user through the API: they check the caller's
+``memories.read`` / ``memories.delete`` and act on the caller's own memories only (another user's
+memory is simply not found).
 """
 from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 
 from sqlalchemy import delete as sql_delete
 from sqlalchemy import func, select
 
-from shared import text_search
+from shared import permissions, text_search
 from shared.config import settings
 from shared.db import read, transaction
-from shared.errors import Conflict, ValidationFailed
-from shared.models import Memory
+from shared.errors import Conflict, NotFound, ValidationFailed
+from shared.models import Memory, Thread
+from shared.permissions import Principal
 
 MAX_SEARCH_RESULTS = 20
 
@@ -121,3 +126,40 @@ def delete(tenant_id: uuid.UUID, user_id: str, *, memory_id: str | None = None, 
             sql_delete(Memory).where(*_owned(tenant_id, user_id), Memory.id.in_(ids))
             .execution_options(synchronize_session=False)
         ).rowcount
+
+
+@dataclass(frozen=True)
+class MemoryEntry:
+    """A memory as its owner sees it in the API: with where it was saved from and when."""
+
+    id: uuid.UUID
+    content: str
+    source_thread_id: int | None  # the thread's integer id (ai-threads)
+    source_thread_uuid: uuid.UUID | None  # the same thread's public id (chats, v1-threads)
+    created_at: datetime
+
+
+def list_own(principal: Principal, *, limit: int = 20, offset: int = 0) -> tuple[list[MemoryEntry], int]:
+    """One page of the caller's memories, newest first, and how many there are (``memories.read``)."""
+    principal.require(permissions.MEMORIES_READ)
+    owned = _owned(principal.tenant_id, principal.user_id)
+    with read() as session:
+        total = session.scalar(select(func.count()).select_from(Memory).where(*owned))
+        rows = session.execute(
+            select(Memory.id, Memory.content, Memory.source_thread_id, Thread.public_id, Memory.created_at)
+            .outerjoin(Thread, Thread.id == Memory.source_thread_id).where(*owned)
+            .order_by(Memory.created_at.desc(), Memory.id).limit(limit).offset(offset)
+        ).all()
+    return [MemoryEntry(*row) for row in rows], total
+
+
+def delete_own(principal: Principal, memory_id: uuid.UUID | str) -> None:
+    """Delete one of the caller's memories (``memories.delete``); NotFound when the caller has none by
+    that id, whoever else might."""
+    principal.require(permissions.MEMORIES_DELETE)
+    try:
+        memory_id = uuid.UUID(str(memory_id))
+    except ValueError:
+        raise NotFound("Memory not found.") from None
+    if delete(principal.tenant_id, principal.user_id, memory_id=str(memory_id)) == 0:
+        raise NotFound("Memory not found.")

@@ -20,17 +20,20 @@ pytestmark = pytest.mark.core
 
 SECRET_TITLE = f"secret-title-{uuid.uuid4().hex[:8]}"
 SECRET_TEXT = f"secret-content-{uuid.uuid4().hex[:8]}"
+SECRET_MEMORY = f"secret-memory-{uuid.uuid4().hex[:8]}"
+SECRET_REASON = f"secret-reason-{uuid.uuid4().hex[:8]}"
 
 
 @dataclass(frozen=True)
 class Endpoint:
     method: str
-    path: str  # placeholders: {ai} {uuid} {msg}
+    path: str  # placeholders: {ai} {uuid} {msg} {report} {mem} (the owner's report and memory)
     body: object = None  # a dict, or a callable(caller) -> dict
     thread_scoped: bool = True
 
     def url(self, world) -> str:
-        return self.path.format(ai=world.ai_thread, uuid=world.public_id, msg=world.answer_id)
+        return self.path.format(ai=world.ai_thread, uuid=world.public_id, msg=world.answer_id,
+                                report=world.report_id, mem=world.memory_id)
 
     def json(self, caller_id: str):
         return self.body(caller_id) if callable(self.body) else self.body
@@ -67,12 +70,29 @@ ENDPOINTS = [
     Endpoint("GET", "/v1/threads/{uuid}/messages/{msg}"),
     Endpoint("GET", "/v1/threads/{uuid}/messages/{msg}/stream"),
     Endpoint("POST", "/v1/threads/{uuid}/messages/{msg}/cancel"),
+    # One's own memories: another user's memory id is 404 (thread_scoped: owned by the owner).
+    Endpoint("GET", "/api/v1/ai/memories", thread_scoped=False),
+    Endpoint("DELETE", "/api/v1/ai/memories/{mem}"),
+    Endpoint("GET", "/v1/memories", thread_scoped=False),
+    Endpoint("DELETE", "/v1/memories/{mem}"),
+    Endpoint("GET", "/api/memories", thread_scoped=False),
+    Endpoint("DELETE", "/api/memories/{mem}"),
+    # The tenant's reports: moderators only (MODERATED below covers who else is refused how).
+    Endpoint("GET", "/api/v1/ai/reports", thread_scoped=False),
+    Endpoint("POST", "/api/v1/ai/reports/{report}/resolve", {"note": "let me in"}, thread_scoped=False),
 ]
+MODERATED = [e for e in ENDPOINTS if "/reports" in e.path]
 # Any signed-in caller may read these (who am I, the model registry, the tenant's workflow names): no
 # permission and no thread, but never without credentials, and never another tenant's data.
 SIGNED_IN = [Endpoint("GET", "/api/auth/me", thread_scoped=False), Endpoint("GET", "/api/models", thread_scoped=False),
              Endpoint("GET", "/api/workflows", thread_scoped=False)]
 PUBLIC = {("GET", "/healthz"), ("GET", "/readyz"), ("POST", "/api/auth/login"), ("POST", "/api/auth/logout")}
+
+
+def created_tenant_id(person) -> uuid.UUID:
+    from shared.services import identity
+
+    return identity.user_by_email(person.email).tenant_id
 
 
 def _person(tenant: str, perms: list[str] | None = None):
@@ -97,16 +117,25 @@ def world(stack):
     identity.revoke_token(revoked_row.id)
     expired, _ = identity.create_token(owner.email, name="expired", expires_in=timedelta(seconds=-1))
     powerless, _ = identity.create_token(owner.email, name="no permissions", perms=[])
+    # Moderators: one in the owner's tenant (the reports are theirs to see), one elsewhere (they are not).
+    moderator, foreign_moderator = _person(tenant, ["moderator"]), _person(f"tenant-{uuid.uuid4().hex[:8]}", ["moderator"])
     with httpx.Client(base_url=stack.api_url, headers={"Authorization": f"Bearer {owner.token}"}, timeout=40) as c:
         created = c.post("/v1/threads", json={"title": SECRET_TITLE}).json()
         public_id = created["id"]
         ai_thread = c.get("/api/v1/ai/threads").json()["data"][0]["id"]
         answer = c.post(f"/v1/threads/{public_id}/user_message?wait=20", json={"content": {"text": SECRET_TEXT}}).json()
+    from shared.services import memories, reports
+
+    memory = memories.save(created_tenant_id(owner), owner.id, SECRET_MEMORY)
+    report = reports.report_thread(tenant_id=created_tenant_id(owner), user_id=owner.id, thread_id=ai_thread,
+                                   reason=SECRET_REASON, created_by="user")
     world = SimpleNamespace(owner=owner, neighbour=neighbour, stranger=stranger, ai_thread=ai_thread,
                             public_id=public_id, answer_id=answer["assistant_message"]["id"],
                             bad_tokens={"revoked": revoked, "expired": expired}, powerless=powerless,
-                            stack=stack)
-    world.secrets = [SECRET_TITLE, SECRET_TEXT, owner.email, owner.id, owner.token, revoked, expired, powerless]
+                            moderator=moderator, foreign_moderator=foreign_moderator,
+                            memory_id=memory.id, report_id=report.id, stack=stack)
+    world.secrets = [SECRET_TITLE, SECRET_TEXT, SECRET_MEMORY, SECRET_REASON, owner.email, owner.id, owner.token,
+                     revoked, expired, powerless]
     return world
 
 
@@ -125,6 +154,10 @@ def assert_untouched(world) -> None:
         assert thread.status_code == 200 and thread.json()["title"] == SECRET_TITLE
         texts = [m["content"]["text"] for m in c.get(f"/v1/threads/{world.public_id}/messages").json()["data"]]
         assert len(texts) == 2 and SECRET_TEXT in texts and "let me in" not in texts
+        assert [m["content"] for m in c.get("/v1/memories").json()["data"]] == [SECRET_MEMORY]
+    with httpx.Client(base_url=world.stack.api_url, headers={"Authorization": f"Bearer {world.moderator.token}"}) as c:
+        [report] = c.get("/api/v1/ai/reports").json()["data"]
+        assert report["reason"] == SECRET_REASON and report["status"] == "open" and report["resolved_by"] is None
 
 
 def assert_refused(world, response: httpx.Response, statuses: tuple[int, ...], what: str) -> None:
@@ -174,7 +207,23 @@ def test_another_tenants_thread_does_not_exist(world, endpoint):
     assert_refused(world, response, (404,), f"other tenant → {endpoint}")
 
 
-@pytest.mark.parametrize("path", ["/api/v1/ai/threads", "/api/chats", "/v1/threads"])
+@pytest.mark.parametrize("endpoint", MODERATED, ids=str)
+def test_reports_refuse_everyone_but_the_tenants_moderators(world, endpoint):
+    """Users without reports.* (the default role) get 403; a moderator of another tenant gets 404 on the
+    owner's report and an empty list: another tenant's reports do not exist for them."""
+    response = call(world, endpoint, {"Authorization": f"Bearer {world.neighbour.token}"}, world.neighbour.id)
+    assert_refused(world, response, (403,), f"same tenant, no moderator → {endpoint}")
+    response = call(world, endpoint, {"Authorization": f"Bearer {world.foreign_moderator.token}"},
+                    world.foreign_moderator.id)
+    if endpoint.method == "GET":
+        assert response.status_code == 200 and response.json()["data"] == [], response.text
+    else:
+        assert_refused(world, response, (404,), f"other tenant's moderator → {endpoint}")
+    assert_untouched(world)
+
+
+@pytest.mark.parametrize("path", ["/api/v1/ai/threads", "/api/chats", "/v1/threads", "/api/v1/ai/memories",
+                                  "/v1/memories", "/api/memories"])
 def test_lists_show_only_the_callers_threads(world, path):
     for person in (world.neighbour, world.stranger):
         response = httpx.get(world.stack.api_url + path, headers={"Authorization": f"Bearer {person.token}"})

@@ -24,7 +24,10 @@ if set(REGISTRY) != set(ToolName) or len(REGISTRY) != len(_MODULES):  # fail at 
 
 
 def available(allowed: list[str] | None) -> list[Tool]:
-    return [m for name, m in REGISTRY.items() if allowed is None or name in allowed]
+    """The tools offered to the model: those the workflow allows, less web_search when no search
+    provider is configured (a tool that can only fail would waste a model call)."""
+    return [m for name, m in REGISTRY.items()
+            if (allowed is None or name in allowed) and (name != web_search.NAME or web_search.configured())]
 
 
 def dispatch(module: Tool, args: dict[str, Any], ctx: ToolContext) -> dict[str, Any]:

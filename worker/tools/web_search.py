@@ -1,12 +1,16 @@
-"""web_search: ask a search provider (SearXNG's JSON API first) and return the top results.
+"""web_search: ask a search provider and return the top results.
 
-Providers are small classes with ``search(query, limit)``; ``WEB_SEARCH_PROVIDER`` picks one and
-``WEB_SEARCH_URL`` says where it is. Their requests go through the same SSRF guard as page reads, so
-an internal search service must be allow-listed by the operator (FETCH_ALLOWLIST).
+Providers are small classes with ``search(query, limit)``; ``WEB_SEARCH_PROVIDER`` picks one:
+``searxng`` (a SearXNG you run: ``WEB_SEARCH_URL``) or ``brave`` (Brave Search's API: a key in
+``WEB_SEARCH_API_KEY``; ``WEB_SEARCH_URL`` defaults to its public endpoint). The tool is offered to
+the model only when its provider is configured (``configured()``): a model never sees a tool that can
+only fail. Requests go through the same SSRF guard as page reads, so an internal search service must
+be allow-listed by the operator (FETCH_ALLOWLIST).
 """
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, Protocol
 
 import httpx
@@ -29,6 +33,7 @@ SCHEMA = {
 
 MAX_RESULTS = 5
 NOT_CONFIGURED = "web search is not configured (set WEB_SEARCH_URL)"
+BRAVE_URL = "https://api.search.brave.com/res/v1"
 
 
 class ProviderError(Exception):
@@ -72,17 +77,66 @@ class SearxngProvider:
         return found
 
 
-PROVIDERS: dict[str, type] = {"searxng": SearxngProvider}
+_TAGS = re.compile(r"<[^>]+>")
+
+
+class BraveProvider:
+    """Brave Search's web search API: ``GET {base}/web/search?q=…&count=N`` with the subscription token
+    in ``X-Subscription-Token``; results are under ``web.results`` (title, url, description with
+    ``<strong>`` highlights, which are dropped)."""
+
+    def __init__(self, base_url: str, api_key: str):
+        self.base_url = (base_url or BRAVE_URL).rstrip("/")
+        self.api_key = api_key
+
+    def search(self, query: str, limit: int) -> list[dict[str, str]]:
+        url = httpx.URL(f"{self.base_url}/web/search", params={"q": query, "count": limit})
+        try:
+            page = netguard.fetch(str(url), headers={"Accept": "application/json", "X-Subscription-Token": self.api_key})
+        except netguard.FetchError as exc:
+            raise ProviderError(f"the search service could not be reached: {exc}") from None
+        if page.status != 200:
+            hint = " (is WEB_SEARCH_API_KEY right?)" if page.status in (401, 403) else ""
+            raise ProviderError(f"the search service answered HTTP {page.status}{hint}")
+        try:
+            data = json.loads(page.content)
+        except ValueError:
+            raise ProviderError("the search service did not answer with JSON") from None
+        web = data.get("web") if isinstance(data, dict) else None
+        results = web.get("results") if isinstance(web, dict) else None
+        found = []
+        for item in results if isinstance(results, list) else []:
+            if isinstance(item, dict) and isinstance(item.get("url"), str) and item["url"]:
+                found.append({
+                    "title": _TAGS.sub("", str(item.get("title") or ""))[:300],
+                    "url": item["url"][:2048],
+                    "snippet": _TAGS.sub("", str(item.get("description") or ""))[:500],
+                })
+            if len(found) >= limit:
+                break
+        return found
+
+
+PROVIDERS: dict[str, type] = {"searxng": SearxngProvider, "brave": BraveProvider}
+
+
+def configured() -> bool:
+    """True when the configured provider has what it needs (SearXNG: a URL; Brave: a key)."""
+    if settings.web_search_provider == "brave":
+        return bool(settings.web_search_api_key)
+    return settings.web_search_provider in PROVIDERS and bool(settings.web_search_url)
 
 
 def provider() -> SearchProvider | None:
     """The configured provider, or None when web search is not set up."""
-    if not settings.web_search_url:
+    name = settings.web_search_provider
+    if name not in PROVIDERS:
+        raise ProviderError(f"unknown web search provider '{name}' (known: {', '.join(PROVIDERS)})")
+    if not configured():
         return None
-    factory = PROVIDERS.get(settings.web_search_provider)
-    if factory is None:
-        raise ProviderError(f"unknown web search provider '{settings.web_search_provider}'")
-    return factory(settings.web_search_url)
+    if name == "brave":
+        return BraveProvider(settings.web_search_url, settings.web_search_api_key)
+    return SearxngProvider(settings.web_search_url)
 
 
 def run(args: dict[str, Any], ctx: ToolContext) -> dict[str, Any]:

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
-from api.dialects.common import NOT_BLANK, free_form, model_field, not_blank
-from shared.models import Status
+from api.dialects.common import NO_NUL, NOT_BLANK, free_form, model_field, not_blank
+from shared.models import ReportStatus, Status
 from shared.services.messages import MAX_CONTENT
 
 
@@ -126,3 +126,46 @@ class CancelConflict(AiThreadsError):
     """409 of a cancel: the answer already finished; ``data`` is the message as it stands."""
 
     data = fields.Nested(MessageResource)
+
+
+# -- reports (moderators) and memories (their owner) ------------------------------------------------------
+
+class ReportQuery(Pagination):
+    status = fields.String(load_default=None, validate=validate.OneOf([str(s) for s in ReportStatus]),
+                           metadata={"description": "Only open or only resolved reports (default: both)."})
+
+
+class ReportResolve(Schema):
+    note = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=1000),
+                         metadata={"description": "What the moderator did or found (kept with the resolution).", **NO_NUL})
+
+
+class ReportResource(Schema):
+    id = fields.UUID()
+    thread_id = fields.Integer()
+    thread_uuid = fields.UUID(metadata={"description": "The same thread's id in the chats and v1-threads dialects."})
+    reason = fields.String()
+    created_by = fields.String(metadata={"description": "assistant | user"})
+    excerpt = fields.String(metadata={"description": "The start of the user's message the report followed (200 characters)."})
+    created_at = fields.DateTime()
+    status = fields.String(metadata={"description": " | ".join(ReportStatus)})
+    resolved_at = fields.DateTime(allow_none=True)
+    resolved_by = fields.String(allow_none=True, metadata={"description": "The moderator's user id."})
+    resolution_note = fields.String(allow_none=True)
+
+
+class ReportList(Schema):
+    data = fields.List(fields.Nested(ReportResource))
+    meta = fields.Nested(PageMeta)
+
+
+class MemoryResource(Schema):
+    id = fields.UUID()
+    content = fields.String()
+    source_thread_id = fields.Integer(allow_none=True, metadata={"description": "The thread it was saved in (null once deleted)."})
+    created_at = fields.DateTime()
+
+
+class MemoryList(Schema):
+    data = fields.List(fields.Nested(MemoryResource))
+    meta = fields.Nested(PageMeta)

@@ -19,6 +19,7 @@ from shared.config import settings
 from shared.errors import Forbidden, NotFound
 from shared.models import Message, Thread
 from shared.services import citations as citation_service
+from shared.services import memories as memory_service
 from shared.services import messages as message_service
 from shared.services import streams as stream_service
 from shared.services import threads as thread_service
@@ -28,7 +29,8 @@ auth_blp = Blueprint("chats_auth", __name__, url_prefix="/api/auth",
                      description="Cookie sessions for the chats dialect (seeds 002, 003).")
 blp = Blueprint("chats", __name__, url_prefix="/api/chats", description="chats dialect (seeds 002, 003)")
 catalog_blp = Blueprint("chats_catalog", __name__, url_prefix="/api",
-                        description="What a chats client may choose from: models and the tenant's workflows.")
+                        description="What a chats client may choose from (models, the tenant's workflows) and "
+                                    "what the assistant remembers about the caller (memories).")
 
 E = schemas.ChatsError
 BAD_REQUEST = {400: (E, "Invalid request body or parameters (a chatId that is not a UUID included)")}
@@ -51,7 +53,8 @@ def render_error(problem: Problem) -> dict:
 # The seed documents 400 for every invalid body or parameter (an unknown modelId included); services
 # name fields in the core's words, this dialect in camelCase.
 DIALECT = Dialect(
-    "chats", ("/api/chats", "/api/auth/", "/api/models", "/api/workflows"), render_error, statuses={422: 400},
+    "chats", ("/api/chats", "/api/auth/", "/api/models", "/api/workflows", "/api/memories"), render_error,
+    statuses={422: 400},
     field_names={"model_id": "modelId", "workflow_id": "workflowId", "user_id": "userId"},
     public_endpoints=frozenset({"chats_auth.login", "chats_auth.logout"}),
     missing_credentials="Invalid or missing session: log in with POST /api/auth/login, or send a bearer token.",
@@ -323,3 +326,24 @@ def list_workflows():
     principal = auth.current_principal()
     return {"data": [dict(id=w.id, name=w.name, modelId=w.model_id)
                      for w in workflow_service.list_workflows(principal.tenant_id)]}
+
+
+@catalog_blp.route("/memories", methods=["GET"])
+@catalog_blp.arguments(schemas.ChatsPage, location="query", error_status_code=400)
+@catalog_blp.response(200, schemas.ChatMemoryList)
+@document_errors(catalog_blp, {**BAD_REQUEST, **UNAUTHORIZED, 403: (E, "Missing permission memories.read"), **DEFAULT})
+def list_memories(query):
+    """What the assistant remembers about you, newest first (permission memories.read); only your own."""
+    items, total = memory_service.list_own(auth.current_principal(), limit=query["limit"], offset=query["offset"])
+    return {"data": items, "meta": {"total": total, **query}}
+
+
+@catalog_blp.route("/memories/<memoryId>", methods=["DELETE"])
+@catalog_blp.arguments(schemas.ChatMemoryPath, location="path", error_status_code=400)
+@catalog_blp.response(204)
+@document_errors(catalog_blp, {**BAD_REQUEST, **UNAUTHORIZED, 403: (E, "Missing permission memories.delete"),
+                               404: (E, "You have no memory with this id"), **DEFAULT})
+def delete_memory(path, **_raw):
+    """Forget one of your memories (permission memories.delete); another user's memory id is 404."""
+    memory_service.delete_own(auth.current_principal(), path["memoryId"])
+    return ""

@@ -187,3 +187,20 @@ class CancelConflict(ChatsError):
     """409 of a cancel: the answer already finished; ``data`` is the message as it stands."""
 
     data = fields.Nested(ChatMessage)
+
+
+class ChatMemoryPath(Schema):
+    memoryId = fields.UUID(required=True, metadata={"description": "The memory's identifier (UUID)."})
+
+
+class ChatMemory(Schema):
+    id = fields.UUID(required=True)
+    content = fields.String(required=True)
+    chatId = fields.UUID(attribute="source_thread_uuid", allow_none=True,
+                         metadata={"description": "The chat it was saved in (null once that chat is deleted)."})
+    createdAt = Timestamp(attribute="created_at", required=True)
+
+
+class ChatMemoryList(Schema):
+    data = fields.List(fields.Nested(ChatMemory), required=True)
+    meta = fields.Nested(ChatsPageMeta, required=True)

@@ -22,6 +22,7 @@ from api.waiting import idempotency_key, requested_wait, busy_policy
 from shared.config import settings
 from shared.models import Message, Run, RunStep, Thread
 from shared.services import citations as citation_service
+from shared.services import memories as memory_service
 from shared.services import messages as message_service
 from shared.services import streams as stream_service
 from shared.services import threads as thread_service
@@ -276,3 +277,31 @@ def cancel_message(path, **_raw):
         raise
     [presented] = present_messages([message], thread_id, principal.tenant_id, True)
     return presented
+
+
+# -- memories: the caller's own (permissions memories.read, memories.delete) -------------------------------
+
+memories_blp = Blueprint("v1_memories", __name__, url_prefix="/v1/memories",
+                         description="v1-threads dialect: what the assistant remembers about you")
+MEMORY_ERRORS = {**ERRORS, 403: (E, "Missing permission memories.read (listing) or memories.delete (deleting)"),
+                 404: (E, "You have no memory with this id")}
+
+
+@memories_blp.route("", methods=["GET"])
+@memories_blp.arguments(schemas.ThreadListQuery, location="query")
+@memories_blp.response(200, schemas.MemoryListResponse)
+@document_errors(memories_blp, MEMORY_ERRORS)
+def list_memories(query):
+    """Your memories, newest first (permission memories.read). Only ever the caller's own."""
+    items, _ = memory_service.list_own(current_principal(), limit=query["limit"], offset=query["offset"])
+    return {"data": items}
+
+
+@memories_blp.route("/<memory_id>", methods=["DELETE"])
+@memories_blp.arguments(schemas.MemoryPath, location="path")
+@memories_blp.response(204)
+@document_errors(memories_blp, MEMORY_ERRORS)
+def delete_memory(path, **_raw):
+    """Forget one of your memories (permission memories.delete); another user's memory id is 404."""
+    memory_service.delete_own(current_principal(), path["memory_id"])
+    return ""

@@ -188,3 +188,21 @@ class CancelConflict(HTTPError):
     """409 of a cancel: the answer already finished; ``data`` is the message as it stands."""
 
     data = fields.Nested(ThreadMessageResponse)
+
+
+# -- memories: /v1/memories ---------------------------------------------------------------------------
+
+class MemoryPath(Schema):
+    memory_id = fields.UUID(required=True, metadata={"description": "The memory's UUID."})
+
+
+class MemoryResponse(Schema):
+    id = fields.UUID(required=True)
+    content = fields.String(required=True)
+    thread_id = fields.UUID(attribute="source_thread_uuid", allow_none=True,
+                            metadata={"description": "The thread it was saved in (null once that thread is deleted)."})
+    created_at = micro(required=True)
+
+
+class MemoryListResponse(Schema):
+    data = fields.List(fields.Nested(MemoryResponse), required=True)
