@@ -185,9 +185,8 @@ class Agent:
             if not isinstance(arguments, dict):
                 raise ToolError("arguments must be a JSON object")
             if module not in self.toolset:  # never offered (a model may still call it): refused, never run
-                lacking = missing_permissions(call.name, self.guard.permissions)
-                raise ToolError(self.guard.refusal(call.name, arguments) if lacking
-                                else f"the tool {call.name} is not available in this conversation")
+                raise ToolError(self.guard.refusal(call.name, arguments)  # the permission it lacks, if that is why
+                                or f"the tool {call.name} is not available in this conversation")
             result = tools.dispatch(module, arguments, self.ctx)  # checks permissions and the taint rule again
             if call.name in policy.UNTRUSTED_TOOLS:  # framed as data for the model (and the step)
                 result = {"notice": policy.UNTRUSTED_NOTICE, **result}

@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from shared.services import data_views
 from shared.tools import ToolName, missing_permissions
 
 UNTRUSTED_TOOLS = frozenset({ToolName.READ_WEB_PAGE, ToolName.WEB_SEARCH})
@@ -85,6 +86,10 @@ class RunGuard:
 
     def refusal(self, name: str, args: dict[str, Any]) -> str | None:
         missing = missing_permissions(name, self.permissions)
+        if name == ToolName.QUERY_DATA and not missing:  # and the view's own (checked again where it runs)
+            view = data_views.catalog().get(args.get("view")) if isinstance(args.get("view"), str) else None
+            missing = sorted(view.permissions - self.permissions) if view is not None else []
+            name = f"query_data view {view.name}" if missing else name
         if missing:
             return (f"the tool {name} is not allowed in this conversation: the credential this message was "
                     f"posted with lacks the permission {', '.join(missing)}")
