@@ -2,11 +2,14 @@
 
 ``worker/tools`` registers exactly one module per name (it refuses to import otherwise) and workflows
 validate their allowed-tool lists against it. It lives in ``shared`` because the API (workflow
-validation, the CLI) must know the names without importing the worker.
+validation, the CLI) must know the names without importing the worker. The second half is the one
+table of which permissions each tool needs (issue 15).
 """
 from __future__ import annotations
 
 from enum import StrEnum
+
+from shared import permissions as _p
 
 
 class ToolName(StrEnum):
@@ -40,7 +43,6 @@ TOOL_NAMES: tuple[str, ...] = tuple(name.value for name in ToolName)
 # - query_data needs, per view, the permissions the view declares (shared/data_views.toml,
 #   ``permissions``; a view that declares none needs both read permissions); the tool is offered when
 #   at least one view is allowed, and lists only those.
-from shared import permissions as _p  # noqa: E402 - the table below is this module's second half
 
 TOOL_PERMISSIONS: dict[ToolName, frozenset[str]] = {
     ToolName.SEARCH_DOCS: frozenset({_p.MESSAGES_CREATE}),

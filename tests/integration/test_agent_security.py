@@ -117,7 +117,6 @@ def injected(instruction: dict) -> str:
 @pytest.fixture
 def evil_site(web_ports):
     """The attacker's page and receiver on the allow-listed port: /steal records what reaches it."""
-    pages: dict[str, str] = {}
     routes = {
         "/steal": lambda _req: (200, {"Content-Type": "text/plain"}, b"thanks"),
         "/article": html("<html><head><title>Fine</title></head><body><p>A harmless article.</p></body></html>"),
