@@ -92,6 +92,21 @@ def test_a_forced_call_of_a_tool_not_offered_is_refused_in_dispatch(scoped, call
         "my favourite colour is teal"]  # nothing saved, nothing deleted
 
 
+def test_a_chat_page_session_has_its_users_full_role_permissions(make_user, client_for):
+    """The cookie of the chat page carries the user's role: every tool, memories recalled. A user
+    whose role lacks ai_thread_messages.read gets what such a token would."""
+    for role, expect_reading in ((None, True), ([permissions.THREADS_CREATE, permissions.MESSAGES_CREATE], False)):
+        person = make_user(permissions=role)
+        browser = client_for()
+        assert browser.post("/api/auth/login", json={"email": person.email, "password": person.password}).status_code == 200
+        chat = browser.post("/api/chats", json={"title": "page"}).json()["data"]["id"]
+        response = browser.post(f"/api/chats/{chat}/messages?wait=20",
+                                json={"content": "[[offered-tools]]", "modelId": "gpt-4", "userId": person.id})
+        assert response.status_code == 201, response.text
+        names = offered(response.json()["data"]["response"])
+        assert (READ_TOOLS <= names) if expect_reading else not names & READ_TOOLS, names
+
+
 def test_a_view_needs_its_own_read_permissions(make_user, client_for):
     """ai_threads.read allows my_threads; my_recent_messages also needs ai_thread_messages.read."""
     person = make_user(token_permissions=[permissions.MESSAGES_CREATE, permissions.THREADS_CREATE,
