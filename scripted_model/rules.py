@@ -15,6 +15,8 @@ LABEL = "(Threadline development model) "
 
 ABUSE_WORDS = ("idiot", "stupid", "hate you", "kill you", "shut up", "moron")
 MEMORY_HEADING = "relevant memories about the user:"
+DATA_BLOCK_MARK = "[data "  # a message the agent marks as data (its memory block), not the user speaking
+MEMORY_PLACEHOLDER = "{memories}"
 MAX_DIRECTIVE_LATENCY = 3600.0
 
 _IDENT = r"[A-Za-z_][\w.-]*"
@@ -41,6 +43,8 @@ class Directives:
     fail_count: int = 0
     hang: bool = False
     tool: tuple[str, dict] | None = None
+    force_tool: bool = False  # [[tool!:…]]: call it even when not offered (a model that ignores the tool list)
+    offered_tools: bool = False  # [[offered-tools]]: answer with the names of the tools offered
 
 
 @dataclass
@@ -90,8 +94,13 @@ def message_text(message: dict) -> str:
     return str(content)
 
 
+def is_data_block(message: dict) -> bool:
+    """A user-role message the agent marks as data (``[DATA memories] …``): not something the user said."""
+    return message.get("role") == "user" and message_text(message).lstrip().lower().startswith(DATA_BLOCK_MARK)
+
+
 def _user_texts(messages: list[dict]) -> list[str]:
-    return [message_text(m) for m in messages if m.get("role") == "user"]
+    return [message_text(m) for m in messages if m.get("role") == "user" and not is_data_block(m)]
 
 
 def last_user_text(messages: list[dict]) -> str | None:
@@ -130,12 +139,14 @@ def offered_tool_names(tools: list | None, tool_choice=None) -> set[str]:
 _LATENCY_RE = re.compile(r"\[\[\s*latency\s*:\s*([0-9]*\.?[0-9]+)\s*\]\]", re.I)
 _FAIL_RE = re.compile(r"\[\[\s*fail\s*:\s*(\d{3})\s*(?:x\s*(\d+))?\s*\]\]", re.I)
 _HANG_RE = re.compile(r"\[\[\s*hang\s*\]\]", re.I)
-_TOOL_START_RE = re.compile(r"\[\[\s*tool\s*:\s*([A-Za-z0-9_.-]+)\s*", re.I)
+_TOOL_START_RE = re.compile(r"\[\[\s*tool\s*(!?)\s*:\s*([A-Za-z0-9_.-]+)\s*", re.I)
+_OFFERED_TOOLS_RE = re.compile(r"\[\[\s*offered-tools\s*\]\]", re.I)
 _CLOSE_RE = re.compile(r"\s*\]\]")
 
 
-def _extract_tool_directive(text: str) -> tuple[str, tuple[str, dict] | None]:
-    """Find `[[tool:NAME {json}]]`; JSON is decoded properly so `]]` inside it is fine."""
+def _extract_tool_directive(text: str) -> tuple[str, tuple[str, dict] | None, bool]:
+    """Find `[[tool:NAME {json}]]` (or `[[tool!:…]]`, forced); JSON is decoded properly so `]]` inside
+    it is fine. Returns (text without it, (name, args) or None, forced)."""
     decoder = json.JSONDecoder()
     for match in _TOOL_START_RE.finditer(text):
         pos = match.end()
@@ -151,13 +162,15 @@ def _extract_tool_directive(text: str) -> tuple[str, tuple[str, dict] | None]:
         close = _CLOSE_RE.match(text, pos)
         if not close:
             continue
-        return text[: match.start()] + text[close.end():], (match.group(1), args)
-    return text, None
+        return text[: match.start()] + text[close.end():], (match.group(2), args), bool(match.group(1))
+    return text, None, False
 
 
 def parse_directives(text: str) -> tuple[str, Directives]:
     """Strip `[[...]]` directives from text; return (clean text, directives)."""
-    text, tool = _extract_tool_directive(text)
+    text, tool, forced = _extract_tool_directive(text)
+    offered = bool(_OFFERED_TOOLS_RE.search(text))
+    text = _OFFERED_TOOLS_RE.sub("", text)
     latency = 0.0
     m = _LATENCY_RE.search(text)
     if m:
@@ -170,7 +183,7 @@ def parse_directives(text: str) -> tuple[str, Directives]:
     for regex in (_LATENCY_RE, _FAIL_RE, _HANG_RE):
         text = regex.sub("", text)
     clean = re.sub(r"[ \t]{2,}", " ", text).strip()
-    return clean, Directives(latency, fail_status, fail_count, hang, tool)
+    return clean, Directives(latency, fail_status, fail_count, hang, tool, forced, offered)
 
 
 def conversation_directives(messages: list[dict]) -> Directives:
@@ -195,15 +208,20 @@ def reply(messages: list[dict], tool_names: set[str] | frozenset = frozenset()) 
         return Reply(content=LABEL + "Hello.")
     last = messages[-1]
     role = last.get("role")
+    system = "\n".join(
+        message_text(m) for m in messages if m.get("role") in ("system", "developer") or is_data_block(m)
+    )
     if role == "tool":
+        injected = follow_injection(messages, set(tool_names), system)
+        if injected is not None:
+            return Reply(tool_calls=[ToolCall(tool_call_id(messages, 0, injected[0]), *injected)])
         return Reply(content=answer_tool_round(messages))
     if role != "user":
         return Reply(content=LABEL + "Hello.")
     text, directives = parse_directives(message_text(last))
-    system = "\n".join(
-        message_text(m) for m in messages if m.get("role") in ("system", "developer")
-    )
-    result = answer_user(text, set(tool_names), system, directives.tool)
+    if directives.offered_tools:
+        return Reply(content=LABEL + "Tools offered: " + (", ".join(sorted(tool_names)) or "none"))
+    result = answer_user(text, set(tool_names), system, directives.tool, directives.force_tool)
     if isinstance(result, str):
         return Reply(content=result)
     calls = [
@@ -230,8 +248,19 @@ def _strip_quotes(value: str) -> str:
     return value
 
 
+def _unquote(value: str) -> str:
+    """A memory the agent quoted as a JSON string, as its text (unquoted lines pass as they are)."""
+    if value.startswith('"'):
+        try:
+            decoded = json.loads(value)
+        except ValueError:
+            return value
+        return decoded if isinstance(decoded, str) else value
+    return value
+
+
 def memory_lines(system_text: str) -> list[str]:
-    """`- ` lines following the 'Relevant memories about the user:' heading."""
+    """`- ` lines following the 'Relevant memories about the user:' heading (JSON-quoted or not)."""
     lines = system_text.splitlines()
     for i, line in enumerate(lines):
         if line.strip().lower() == MEMORY_HEADING:
@@ -239,7 +268,7 @@ def memory_lines(system_text: str) -> list[str]:
             for follow in lines[i + 1:]:
                 stripped = follow.strip()
                 if stripped.startswith("- "):
-                    found.append(stripped[2:].strip())
+                    found.append(_unquote(stripped[2:].strip()))
                 elif found or stripped:
                     break
             if found:
@@ -351,9 +380,10 @@ def answer_user(
     tools: set[str],
     system_text: str = "",
     tool_directive: tuple[str, dict] | None = None,
+    force_tool: bool = False,
 ):
     """Rules 1-11. Returns the answer text, or a list of (tool name, args) calls."""
-    if tool_directive and tool_directive[0] in tools:
+    if tool_directive and (tool_directive[0] in tools or force_tool):
         return [tool_directive]
     lower = text.lower()
     if "report_conversation" in tools and any(w in lower for w in ABUSE_WORDS):
@@ -385,6 +415,55 @@ def answer_user(
 # --------------------------------------------------------------------------
 # A. tool results round
 # --------------------------------------------------------------------------
+
+
+def _strings(value) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [s for item in value.values() for s in _strings(item)]
+    if isinstance(value, list):
+        return [s for item in value for s in _strings(item)]
+    return []
+
+
+def _fill(value, memories: str):
+    if isinstance(value, str):
+        return value.replace(MEMORY_PLACEHOLDER, memories)
+    if isinstance(value, dict):
+        return {k: _fill(v, memories) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_fill(v, memories) for v in value]
+    return value
+
+
+def follow_injection(messages: list[dict], tools: set[str], system_text: str = "") -> tuple[str, dict] | None:
+    """A gullible model, for prompt-injection tests: when a result of the trailing tool round carries a
+    `[[tool:NAME {json}]]` instruction (say, on a web page), call that tool, with `{memories}` in its
+    string arguments replaced by the memories the prompt holds. `[[tool!:…]]` calls it even when not
+    offered. Each instruction is followed at most once per conversation (no loops)."""
+    start = len(messages)
+    while start > 0 and messages[start - 1].get("role") == "tool":
+        start -= 1
+    made = {
+        (fn.get("name"), fn.get("arguments"))
+        for m in messages if m.get("role") == "assistant" for c in m.get("tool_calls") or []
+        if isinstance(fn := c.get("function"), dict)
+    }
+    for message in messages[start:]:
+        text = message_text(message)
+        try:
+            texts = _strings(json.loads(text))
+        except ValueError:
+            texts = [text]
+        for candidate in texts:
+            _, directive, forced = _extract_tool_directive(candidate)
+            if directive is None or (directive[0] not in tools and not forced):
+                continue
+            name, args = directive[0], _fill(directive[1], "; ".join(memory_lines(system_text)))
+            if (name, json.dumps(args)) not in made:
+                return name, args
+    return None
 
 
 def first_sentence(content: str) -> str:

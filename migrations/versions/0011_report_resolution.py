@@ -5,13 +5,13 @@ PostgreSQL 11+). ``resolved_by`` is the moderator's user id as text, without a f
 record outlives the moderator's account.
 
 Revision ID: 0011
-Revises: 0009
+Revises: 0010
 """
 import sqlalchemy as sa
 from alembic import op
 
 revision = '0011'
-down_revision = '0009'
+down_revision = '0010'
 branch_labels = None
 depends_on = None
 

@@ -48,6 +48,9 @@ class Run(Base):
     request_id: Mapped[str | None] = mapped_column(String(128))  # X-Request-Id of the POST (migration 0008)
     # Set by a cancel while a worker holds the run (migration 0009); the worker ends it as cancelled.
     cancel_requested_at: Mapped[datetime | None] = mapped_column()
+    # The permissions of the credential that posted the message (migration 0010): the tools the agent
+    # may use (shared/tools.py, TOOL_PERMISSIONS). NULL on runs stored before: only the post's own.
+    permissions: Mapped[list[Any] | None] = mapped_column()
 
 
 class RunStep(Base):

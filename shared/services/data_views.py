@@ -22,9 +22,10 @@ from typing import Any
 from sqlalchemy import Engine, String, Uuid, bindparam, create_engine, text
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from shared import db
+from shared import db, permissions
 from shared.config import settings
-from shared.errors import NotFound, Unavailable, ValidationFailed
+from shared.errors import Forbidden, NotFound, Unavailable, ValidationFailed
+from shared.tools import DEFAULT_VIEW_PERMISSIONS
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +87,12 @@ class View:
     description: str
     sql: str
     params: dict[str, Param] = field(default_factory=dict)
+    # What a credential needs to use this view through the assistant (issue 15): the API read
+    # permissions matching the data it shows. Undeclared: shared.tools.DEFAULT_VIEW_PERMISSIONS.
+    permissions: frozenset[str] = DEFAULT_VIEW_PERMISSIONS
+
+    def allowed(self, granted: frozenset[str]) -> bool:
+        return self.permissions <= granted
 
     def bind(self, given: dict[str, Any] | None) -> dict[str, Any]:
         """Declared params with defaults filled in; unknown or invalid params are refused."""
@@ -167,7 +174,7 @@ def parse_views(data: dict[str, Any], where: str = "data views") -> dict[str, Vi
             raise DataViewError(f"{where}: invalid view name {name!r} (lowercase letters, digits, _)")
         if not isinstance(spec, dict):
             raise DataViewError(f"{where}: view '{name}' must be a table")
-        unknown = set(spec) - {"description", "sql", "params"}
+        unknown = set(spec) - {"description", "sql", "params", "permissions"}
         if unknown:
             raise DataViewError(f"{where}: view '{name}': unknown keys {sorted(unknown)}")
         description, sql = spec.get("description"), spec.get("sql")
@@ -180,7 +187,15 @@ def parse_views(data: dict[str, Any], where: str = "data views") -> dict[str, Vi
             raise DataViewError(f"{where}: view '{name}': params must be a table")
         params = {p: _parse_param(name, p, s, where) for p, s in raw_params.items()}
         _check_sql(name, sql, params, where)
-        parsed[name] = View(name=name, description=description.strip(), sql=sql.strip().rstrip(";"), params=params)
+        needs = spec.get("permissions", sorted(DEFAULT_VIEW_PERMISSIONS))
+        if not isinstance(needs, list) or not all(isinstance(n, str) for n in needs):
+            raise DataViewError(f"{where}: view '{name}': permissions must be a list of permission names")
+        try:
+            needs = permissions.validate(needs)
+        except ValueError as exc:
+            raise DataViewError(f"{where}: view '{name}': {exc}") from None
+        parsed[name] = View(name=name, description=description.strip(), sql=sql.strip().rstrip(";"), params=params,
+                            permissions=frozenset(needs))
     return parsed
 
 
@@ -261,12 +276,24 @@ def _execute(sql: str, binds: dict[str, Any]) -> tuple[list[dict[str, Any]], boo
                 raise
 
 
-def run_view(name: str, params: dict[str, Any] | None, *, tenant_id: uuid.UUID, user_id: str) -> dict[str, Any]:
-    """Rows of one view for this caller: ``{"view", "rows", "truncated"}``."""
+def allowed_views(granted: frozenset[str]) -> dict[str, View]:
+    """The views a credential with ``granted`` permissions may use (View.permissions)."""
+    return {name: view for name, view in catalog().items() if view.allowed(granted)}
+
+
+def run_view(name: str, params: dict[str, Any] | None, *, tenant_id: uuid.UUID, user_id: str,
+             granted: frozenset[str] | None = None) -> dict[str, Any]:
+    """Rows of one view for this caller: ``{"view", "rows", "truncated"}``. With ``granted`` (the
+    run's permissions) a view that needs more is refused (Forbidden), as reading its data would be."""
     views = catalog()
     view = views.get(name) if isinstance(name, str) else None
     if view is None:
-        raise NotFound(f"no data view named {name!r}; available: {', '.join(sorted(views))}")
+        shown = sorted(allowed_views(granted)) if granted is not None else sorted(views)
+        raise NotFound(f"no data view named {name!r}; available: {', '.join(shown) or 'none'}")
+    if granted is not None and not view.allowed(granted):
+        missing = ", ".join(sorted(view.permissions - granted))
+        raise Forbidden(f"the view '{name}' needs permission {missing}, which the credential this message "
+                        "was posted with does not have")
     binds = {**view.bind(params), "tenant_id": tenant_id, "user_id": user_id}
     try:
         rows, truncated = _execute(view.sql, binds)

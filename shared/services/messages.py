@@ -185,7 +185,7 @@ def post_user_message(
             run_id = runs.create_run(
                 session, thread_id=thread.id, user_id=principal.user_id, request_message_id=request.id,
                 response_message_id=response.id, model_id=chosen_model,
-                workflow_id=workflow.id if workflow else None, queued_at=now,
+                workflow_id=workflow.id if workflow else None, queued_at=now, permissions=principal.permissions,
             )
             exchange = Exchange(request=request, response=response, run_id=run_id)
     except IntegrityError:

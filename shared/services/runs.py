@@ -33,6 +33,7 @@ from shared.db import read, transaction
 from shared.errors import Conflict, RateLimited
 from shared.models import ACTIVE_STATUSES, Message, Run, RunEvent, RunStep, Status, StepStatus, Thread, User, Workflow
 from shared.observability import context as observed
+from shared.tools import LEGACY_RUN_PERMISSIONS
 
 FAILED_TEXT = "Sorry, I could not produce an answer this time. Please try again."
 
@@ -56,6 +57,8 @@ class RunJob:
     history: list[dict[str, str]]
     system_prompt: str | None = None
     allowed_tools: list[str] | None = None
+    # The poster's effective permissions (runs.permissions): which tools the agent may offer and run.
+    permissions: frozenset[str] = LEGACY_RUN_PERMISSIONS
 
 
 @dataclass
@@ -264,15 +267,20 @@ def _delete_and_close_gaps(session: Session, thread_id: int, run_ids: list[uuid.
 
 def create_run(session: Session, *, thread_id: int, user_id: str, request_message_id: uuid.UUID,
                response_message_id: uuid.UUID, model_id: str | None, workflow_id: uuid.UUID | None,
-               queued_at: datetime) -> uuid.UUID:
+               queued_at: datetime, permissions: frozenset[str] | set[str]) -> uuid.UUID:
     """Insert a queued run answering ``request_message_id`` into ``response_message_id``; the caller
-    enqueues it after its transaction commits (never before: a worker must find the row)."""
+    enqueues it after its transaction commits (never before: a worker must find the row).
+
+    ``permissions`` are the effective permissions of the credential that posted (a token's subset of
+    its user's, or a session's full role): stored on the run so the agent, later and elsewhere, uses
+    only the tools that credential could (issue 15; shared/tools.py, TOOL_PERMISSIONS)."""
     run_id = uuid.uuid4()
     session.execute(_INSERT_RUN, {
         "id": run_id, "thread_id": thread_id, "user_id": user_id, "request_message_id": request_message_id,
         "response_message_id": response_message_id, "status": Status.QUEUED, "attempts": 0,
         "model_id": model_id, "workflow_id": workflow_id, "queued_at": queued_at,
         "request_id": observed.get("request_id"),  # the POST's X-Request-Id, for the logs of every attempt
+        "permissions": sorted(permissions),
     })
     return run_id
 
@@ -313,7 +321,7 @@ def _build_claim():
         .values(status=Status.IN_PROGRESS, attempts=RUNS.c.attempts + 1, lease_owner=bindparam("owner"),
                 lease_expires_at=bindparam("lease_until", type_=RUNS.c.lease_expires_at.type), started_at=now)
         .returning(RUNS.c.attempts, RUNS.c.thread_id, RUNS.c.request_message_id, RUNS.c.response_message_id,
-                   RUNS.c.model_id, RUNS.c.workflow_id)
+                   RUNS.c.model_id, RUNS.c.workflow_id, RUNS.c.permissions)
     )
 
 
@@ -391,6 +399,10 @@ def claim(run_id: uuid.UUID, owner: str) -> RunJob | None:
             history=[{"role": m.role, "content": m.content} for m in reversed(history) if m.content],
             system_prompt=workflow.system_prompt if workflow else None,
             allowed_tools=list(workflow.tools) if workflow and workflow.tools is not None else None,
+            # NULL: stored before the column existed; such a run gets only the one permission its post
+            # certainly held (LEGACY_RUN_PERMISSIONS), never more than a token might have had.
+            permissions=(frozenset(claimed.permissions) if claimed.permissions is not None
+                         else LEGACY_RUN_PERMISSIONS),
         )
 
 

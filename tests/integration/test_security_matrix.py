@@ -7,6 +7,7 @@ production), and no secret ever reaches the processes' logs.
 from __future__ import annotations
 
 import hashlib
+import json
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
@@ -119,6 +120,7 @@ def world(stack):
     powerless, _ = identity.create_token(owner.email, name="no permissions", perms=[])
     # Moderators: one in the owner's tenant (the reports are theirs to see), one elsewhere (they are not).
     moderator, foreign_moderator = _person(tenant, ["moderator"]), _person(f"tenant-{uuid.uuid4().hex[:8]}", ["moderator"])
+    narrow, _ = identity.create_token(owner.email, name="post only", perms=["ai_thread_messages.create"])
     with httpx.Client(base_url=stack.api_url, headers={"Authorization": f"Bearer {owner.token}"}, timeout=40) as c:
         created = c.post("/v1/threads", json={"title": SECRET_TITLE}).json()
         public_id = created["id"]
@@ -133,9 +135,9 @@ def world(stack):
                             public_id=public_id, answer_id=answer["assistant_message"]["id"],
                             bad_tokens={"revoked": revoked, "expired": expired}, powerless=powerless,
                             moderator=moderator, foreign_moderator=foreign_moderator,
-                            memory_id=memory.id, report_id=report.id, stack=stack)
+                            memory_id=memory.id, report_id=report.id, narrow=narrow, stack=stack)
     world.secrets = [SECRET_TITLE, SECRET_TEXT, SECRET_MEMORY, SECRET_REASON, owner.email, owner.id, owner.token,
-                     revoked, expired, powerless]
+                     revoked, expired, powerless, narrow]
     return world
 
 
@@ -270,6 +272,101 @@ def test_the_matrix_covers_every_endpoint(world):
     assert not missing, f"endpoints without a security matrix row: {sorted(missing)}"
 
 
+# -- token scopes through the assistant (issue 15) ------------------------------------------------------
+# A token holding only ai_thread_messages.create may post into the owner's thread in every dialect, but
+# the assistant must not become a way around the 403s above: its answer shows none of the owner's
+# threads, messages or memories. The scripted model is told to call each reading tool anyway
+# ([[tool!:…]]: even when not offered); the call is refused in dispatch and recorded as a failed step.
+
+AGENT_POSTS = {
+    "ai-threads": lambda w, text: (f"/api/v1/ai/threads/{w.agent_ai}/messages?wait=20", {"content": text}),
+    "chats": lambda w, text: (f"/api/chats/{w.agent_uuid}/messages?wait=20",
+                              {"content": text, "modelId": "gpt-4", "userId": w.owner.id}),
+    "v1-threads": lambda w, text: (f"/v1/threads/{w.agent_uuid}/user_message?wait=20", {"content": {"text": text}}),
+}
+AGENT_CALLS = {
+    "memories": ("search_memories", {"query": "secret memory"}, "memories.read"),
+    "threads view": ("query_data", {"view": "my_threads"}, "ai_threads.read"),
+    "messages view": ("query_data", {"view": "my_recent_messages", "params": {"limit": 50}}, "ai_thread_messages.read"),
+    "save memory": ("save_memory", {"content": "remember: obey"}, "memories.read"),
+    "delete memory": ("delete_memory", {"query": "secret memory"}, "memories.delete"),
+}
+READING_TOOLS = {"search_memories", "save_memory", "delete_memory", "query_data"}
+
+
+@pytest.fixture(scope="module")
+def agent_world(world):
+    """A second thread of the owner's (the first must stay untouched) and a memory of the owner's."""
+    from shared.services import memories
+
+    owner = {"Authorization": f"Bearer {world.owner.token}"}
+    with httpx.Client(base_url=world.stack.api_url, headers=owner, timeout=40) as c:
+        world.agent_uuid = c.post("/v1/threads", json={"title": "agent rows"}).json()["id"]
+        world.agent_ai = next(t["id"] for t in c.get("/api/v1/ai/threads").json()["data"] if t["title"] == "agent rows")
+    tenant_id = uuid.UUID(str(_tenant_of(world.owner.id)))
+    memories.save(tenant_id, world.owner.id, f"my {SECRET_MEMORY} is kept here")
+    world.owner_tenant = tenant_id
+    return world
+
+
+def _tenant_of(user_id: str):
+    from shared.db import read
+    from shared.models import User
+
+    with read() as session:
+        return session.get(User, user_id).tenant_id
+
+
+ANSWER_ID = {  # where each dialect's POST answer names the assistant message
+    "ai-threads": lambda body: body["responseMessage"]["id"],
+    "chats": lambda body: body["data"]["response"]["id"],
+    "v1-threads": lambda body: body["assistant_message"]["id"],
+}
+
+
+def _post_narrow(world, dialect: str, text: str) -> tuple[httpx.Response, dict]:
+    """Post as the narrow token; return the response and the finished answer (with its steps) as the
+    owner reads it through v1-threads."""
+    from tests.answers import FINISHED, wait_until
+
+    path, body = AGENT_POSTS[dialect](world, text)
+    with httpx.Client(base_url=world.stack.api_url, timeout=40) as c:
+        response = c.post(path, json=body, headers={"Authorization": f"Bearer {world.narrow}"})
+        assert response.status_code in (200, 201), response.text
+        url = f"/v1/threads/{world.agent_uuid}/messages/{ANSWER_ID[dialect](response.json())}"
+        owner = {"Authorization": f"Bearer {world.owner.token}"}
+
+        def answered():
+            message = c.get(url, headers=owner).json()
+            return message["status"] in FINISHED and message
+
+        message = wait_until(answered, timeout=60, interval=0.2, what="the narrow token's answer")
+        return response, {"content": message["content"]["text"], "steps": message["details"]["steps"]}
+
+
+@pytest.mark.parametrize("dialect", list(AGENT_POSTS))
+def test_a_post_only_token_is_offered_no_reading_tools(agent_world, dialect):
+    response, answer = _post_narrow(agent_world, dialect, "[[offered-tools]] what can you do?")
+    offered = set(answer["content"].split("Tools offered: ", 1)[1].split(", "))
+    assert offered and not offered & READING_TOOLS, answer["content"]
+    assert not [s for s in (SECRET_TITLE, SECRET_TEXT, SECRET_MEMORY) if s in response.text + json.dumps(answer)]
+
+
+@pytest.mark.parametrize("dialect", list(AGENT_POSTS))
+@pytest.mark.parametrize("case", list(AGENT_CALLS))
+def test_a_post_only_token_reads_nothing_through_the_assistant(agent_world, dialect, case):
+    from shared.services import memories
+
+    name, args, lacking = AGENT_CALLS[case]
+    response, answer = _post_narrow(agent_world, dialect, f"[[tool!:{name} {json.dumps(args)}]] remember and tell me")
+    [step] = [s for s in answer["steps"] if s["kind"] == "tool_call"]
+    assert (step["name"], step["status"]) == (name, "failed") and f"lacks the permission {lacking}" in step["output"]
+    leaked = [s for s in (SECRET_TITLE, SECRET_TEXT, SECRET_MEMORY) if s in response.text + json.dumps(answer)]
+    assert not leaked, f"{dialect} {case}: the answer leaks {leaked}"
+    assert [m.content for m in memories.recent(agent_world.owner_tenant, agent_world.owner.id)] == [
+        f"my {SECRET_MEMORY} is kept here"]  # nothing saved, nothing deleted
+
+
 # -- secrets at rest and in the logs ------------------------------------------------------------------
 
 def test_tokens_are_stored_only_as_hashes(world):
@@ -339,7 +436,7 @@ def test_no_secret_reaches_the_logs(world):
     logs = "\n".join(p.log_path.read_text(errors="replace") for p in world.stack.processes.values()
                      if p.log_path.exists())
     assert logs, "no logs to check"
-    tokens = [world.owner.token, world.neighbour.token, world.stranger.token, world.powerless,
+    tokens = [world.owner.token, world.neighbour.token, world.stranger.token, world.powerless, world.narrow,
               *world.bad_tokens.values()]
     for token in tokens:  # also the part after the stored prefix
         assert token not in logs and token[10:] not in logs, "a token was logged"

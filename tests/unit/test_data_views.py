@@ -126,3 +126,16 @@ def test_sqlite_row_cap_and_statement_timeout(sqlite_engine, monkeypatch):
 def test_the_shipped_views_file_is_valid_toml_with_comments():
     data = tomllib.loads((ROOT / "shared" / "data_views.toml").read_text())
     assert all("sql" in v for v in data["views"].values())
+
+
+def test_a_view_declares_the_permissions_its_data_needs():
+    """Issue 15: query_data offers a view only to a token holding its permissions (default: both reads)."""
+    loaded = data_views.load_views(ROOT / "shared" / "data_views.toml")
+    assert loaded["my_threads"].permissions == {"ai_threads.read"}
+    assert loaded["my_recent_messages"].permissions == {"ai_threads.read", "ai_thread_messages.read"}
+    assert parse_views(views())["v"].permissions == {"ai_threads.read", "ai_thread_messages.read"}
+    assert parse_views(views(permissions=["ai_thread_messages.read"]))["v"].permissions == {"ai_thread_messages.read"}
+    with pytest.raises(DataViewError, match="view 'v': unknown permission.*memories.read"):
+        parse_views(views(permissions=["memories.read"]))
+    with pytest.raises(DataViewError, match="permissions must be a list"):
+        parse_views(views(permissions="ai_threads.read"))

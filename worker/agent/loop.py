@@ -28,10 +28,11 @@ from shared.observability import context as observed
 from shared.services import knowledge
 from shared.services import memories as memory_store
 from shared.services.runs import Outcome, RunJob, StepRecord
-from shared.tools import ToolName
+from shared.tools import ToolName, missing_permissions
 from worker import llm, tools
 from worker.agent import citations, prompt
 from worker.agent.streaming import Assembled, MessageAssembler, RunEvents, parse_arguments
+from worker.tools import policy
 from worker.tools.base import ToolContext, ToolError
 
 log = logging.getLogger(__name__)
@@ -66,11 +67,14 @@ class Agent:
         self.partial = ""  # the text the current model call has streamed so far
         self.events = events or RunEvents(job.run_id, job.attempt, still_ours)
         self.entry = llm.model_entry(job.model_id)
-        self.toolset = tools.available(job.allowed_tools)
-        self.tool_schemas = [tools.schema(m) for m in self.toolset]
+        # The run's permissions and taint state: the model is offered only the tools the poster's
+        # credential allows, and dispatch checks every call again (worker/tools/policy.py).
+        self.guard = tools.RunGuard(permissions=job.permissions, request=job.content)
+        self.toolset = tools.available(job.allowed_tools, self.guard)
+        self.tool_schemas = [tools.schema(m, self.guard) for m in self.toolset]
         self.ctx = ToolContext(
             tenant_id=job.tenant_id, user_id=job.user_id, thread_id=job.thread_id, run_id=job.run_id,
-            context=job.context,
+            context=job.context, guard=self.guard,
         )
         self.messages: list[dict[str, Any]] = prompt.build_messages(job, memories)
         self.steps: list[StepRecord] = []
@@ -164,13 +168,15 @@ class Agent:
             output, status, started, arguments = result
             self._record("tool_call", call.name, arguments, output, status, started, None)
             self.messages.append({"role": "tool", "tool_call_id": call.id, "content": output})
+            if status == StepStatus.COMPLETED:  # the taint changes between turns only (policy.RunGuard)
+                self.guard.absorb(call.name, json.loads(output))
         self._check()  # cancelled while tools ran: their steps are recorded, no further model call
 
     def _run_tool(self, call) -> tuple[str, str, Any, dict | None] | None:
         if self.cancelled():
             return None
         started = utcnow()
-        module = {m.NAME: m for m in self.toolset}.get(call.name)
+        module = tools.REGISTRY.get(call.name)
         arguments: dict | None = None
         try:
             if module is None:
@@ -178,7 +184,13 @@ class Agent:
             arguments = json.loads(call.arguments or "{}")
             if not isinstance(arguments, dict):
                 raise ToolError("arguments must be a JSON object")
-            output = json.dumps(tools.dispatch(module, arguments, self.ctx), default=str)
+            if module not in self.toolset:  # never offered (a model may still call it): refused, never run
+                raise ToolError(self.guard.refusal(call.name, arguments)  # the permission it lacks, if that is why
+                                or f"the tool {call.name} is not available in this conversation")
+            result = tools.dispatch(module, arguments, self.ctx)  # checks permissions and the taint rule again
+            if call.name in policy.UNTRUSTED_TOOLS:  # framed as data for the model (and the step)
+                result = {"notice": policy.UNTRUSTED_NOTICE, **result}
+            output = json.dumps(result, default=str)
             return output, StepStatus.COMPLETED, started, arguments
         except (ToolError, json.JSONDecodeError) as exc:
             return json.dumps({"error": str(exc)}), StepStatus.FAILED, started, arguments
@@ -211,9 +223,12 @@ class Agent:
 
 
 def recall_memories(job: RunJob) -> list[str]:
-    """The user's memories most relevant to this message, for the system prompt (none if the workflow
-    leaves out the memory tools; none rather than a failed run if the lookup fails)."""
+    """The user's memories most relevant to this message, for the prompt's memory block (none if the
+    workflow leaves out the memory tools or the poster's credential may not read memories; none
+    rather than a failed run if the lookup fails)."""
     if job.allowed_tools is not None and ToolName.SEARCH_MEMORIES not in job.allowed_tools:
+        return []
+    if missing_permissions(ToolName.SEARCH_MEMORIES, job.permissions):
         return []
     try:
         return memory_store.recall(job.tenant_id, job.user_id, job.content, settings.memory_prompt_limit)

@@ -33,6 +33,15 @@ class ToolContext:
     context: dict[str, Any] | None
     context_changed: bool = False
     sources: dict[str, dict[str, Any]] = field(default_factory=dict)  # chunk id -> chunk, for citations
+    # The run's permissions and taint state (worker/tools/policy.py, RunGuard): ``dispatch`` refuses a
+    # call it does not allow. The agent always sets it; only direct in-process calls (service tests)
+    # go without, and then nothing but the arguments is checked.
+    guard: Any = None
+
+    @property
+    def permissions(self) -> frozenset[str] | None:
+        """The run's permissions, or None for a direct call without a guard."""
+        return self.guard.permissions if self.guard is not None else None
 
     def change_context(self, context: dict[str, Any]) -> None:
         self.context = context
