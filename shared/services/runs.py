@@ -23,13 +23,14 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from enum import StrEnum
+from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import and_, bindparam, case, delete, func, insert, or_, select, update
+from sqlalchemy import Interval, and_, bindparam, case, delete, func, insert, or_, select, true, update
 from sqlalchemy.orm import Session
 
 from shared.config import settings
-from shared.db import read, transaction
+from shared.db import engine, one_statement, read, transaction
 from shared.errors import Conflict, RateLimited
 from shared.models import ACTIVE_STATUSES, Message, Run, RunEvent, RunStep, Status, StepStatus, Thread, User, Workflow
 from shared.observability import context as observed
@@ -111,6 +112,7 @@ def _predecessor_active(session, thread_id: int, seq: int) -> bool:
 # bind parameters: building an ORM statement and running it through the ORM costs more CPU than the
 # round trip itself.
 RUNS, MESSAGES, THREADS, USERS = Run.__table__, Message.__table__, Thread.__table__, User.__table__
+WORKFLOWS = Workflow.__table__
 HISTORY_LIMIT = 50
 
 
@@ -285,9 +287,10 @@ def run_for_request(session: Session, request_message_id: uuid.UUID) -> Run | No
 # -- execution: the worker and the sweeper ----------------------------------------------------------
 
 
-def _build_claim():
+def _build_claim(now=None, lease_until=None):
     """The claim as one conditional UPDATE: the run is queued (or its lease expired), has attempts
-    left, and no earlier message of its thread is still being answered."""
+    left, and no earlier message of its thread is still being answered. ``now`` and ``lease_until``
+    default to bind parameters (the clock read before it); the one-statement claim passes SQL."""
     earlier_run, earlier_request, own_request = RUNS.alias("earlier_run"), MESSAGES.alias("earlier_request"), \
         MESSAGES.alias("own_request")
     own_seq = (select(own_request.c.seq).where(own_request.c.id == RUNS.c.request_message_id)
@@ -299,7 +302,9 @@ def _build_claim():
                earlier_request.c.seq < own_seq)
         .correlate(RUNS)
     )
-    now = bindparam("now", type_=RUNS.c.started_at.type)
+    if now is None:
+        now = bindparam("now", type_=RUNS.c.started_at.type)
+        lease_until = bindparam("lease_until", type_=RUNS.c.lease_expires_at.type)
     return (
         update(RUNS)
         .where(
@@ -311,9 +316,9 @@ def _build_claim():
             ~predecessor.exists(),
         )
         .values(status=Status.IN_PROGRESS, attempts=RUNS.c.attempts + 1, lease_owner=bindparam("owner"),
-                lease_expires_at=bindparam("lease_until", type_=RUNS.c.lease_expires_at.type), started_at=now)
+                lease_expires_at=lease_until, started_at=now)
         .returning(RUNS.c.attempts, RUNS.c.thread_id, RUNS.c.request_message_id, RUNS.c.response_message_id,
-                   RUNS.c.model_id, RUNS.c.workflow_id)
+                   RUNS.c.model_id, RUNS.c.workflow_id, RUNS.c.started_at)
     )
 
 
@@ -334,8 +339,56 @@ def _build_prompt_rows():
     )
 
 
+def _build_claim_in_one_statement():
+    """PostgreSQL: the claim, the response message marked in progress and the prompt rows (with the
+    thread and the workflow) as one statement, run in autocommit: one round trip instead of six
+    (BEGIN, the clock, the claim, the mark, the prompt rows, COMMIT). The conditions are those of
+    _build_claim, evaluated in one statement as before; ``clock_timestamp()`` is read once (a
+    materialized CTE), so the lease and ``started_at`` share one reading of the database's clock.
+
+    The data-modifying CTEs see the snapshot the statement started with, as the separate statements
+    did: the prompt rows are the completed messages before the request, untouched by the mark. No
+    row means not claimed; a row with no message id means the request is missing. SQLite has no
+    data-modifying CTEs: it keeps the separate statements (no round trips there, it is in process)."""
+    clock = select(func.clock_timestamp().label("now")).cte("claim_clock").prefix_with("MATERIALIZED")
+    now = select(clock.c.now).scalar_subquery()
+    claimed = _build_claim(now, now + bindparam("lease_for", type_=Interval())).cte("claimed")
+    marked = (
+        update(MESSAGES).where(MESSAGES.c.id == claimed.c.response_message_id)
+        .values(status=Status.IN_PROGRESS, updated_at=claimed.c.started_at)
+        .returning(MESSAGES.c.id).cte("marked")
+    )
+    request = MESSAGES.alias("request")
+    request_seq = (select(request.c.seq).where(request.c.id == claimed.c.request_message_id)
+                   .correlate(claimed).scalar_subquery())
+    prompt = (
+        select(MESSAGES.c.id, MESSAGES.c.seq, MESSAGES.c.role, MESSAGES.c.content, MESSAGES.c.context,
+               MESSAGES.c.context_key)
+        .where(MESSAGES.c.thread_id == claimed.c.thread_id, MESSAGES.c.seq <= request_seq,
+               MESSAGES.c.status.in_((Status.COMPLETED, Status.CANCELLED)))
+        .order_by(MESSAGES.c.seq.desc())
+        .limit(HISTORY_LIMIT + 1)
+        .lateral("prompt")
+    )
+    return (
+        select(claimed.c.attempts, claimed.c.thread_id, claimed.c.request_message_id,
+               claimed.c.response_message_id, claimed.c.model_id, prompt.c.id, prompt.c.role, prompt.c.content,
+               prompt.c.context, prompt.c.context_key, THREADS.c.tenant_id, THREADS.c.user_id,
+               THREADS.c.context.label("thread_context"), WORKFLOWS.c.system_prompt,
+               WORKFLOWS.c.tools.label("workflow_tools"), WORKFLOWS.c.id.label("found_workflow_id"))
+        .select_from(
+            claimed.join(THREADS, THREADS.c.id == claimed.c.thread_id)
+            .outerjoin(prompt, true())
+            .outerjoin(WORKFLOWS, WORKFLOWS.c.id == claimed.c.workflow_id)
+        )
+        .order_by(prompt.c.seq.desc())
+        .add_cte(marked)
+    )
+
+
 _CLAIM = _build_claim()
 _PROMPT_ROWS = _build_prompt_rows()
+_CLAIM_IN_ONE_STATEMENT = _build_claim_in_one_statement()
 _MARK_IN_PROGRESS = (
     update(MESSAGES).where(MESSAGES.c.id == bindparam("message_id"))
     .values(status=Status.IN_PROGRESS, updated_at=bindparam("now", type_=MESSAGES.c.updated_at.type))
@@ -363,8 +416,23 @@ def database_now(session: Session) -> datetime:
 def claim(run_id: uuid.UUID, owner: str) -> RunJob | None:
     """Take the run if it is queued (or its lease expired) and its turn has come; None otherwise.
 
-    Three statements in one transaction (after reading the database's clock): the conditional
-    claim, the response message marked in progress, and the request with its history and thread."""
+    On PostgreSQL one statement in autocommit (_build_claim_in_one_statement); elsewhere three in
+    one transaction (after reading the database's clock): the conditional claim, the response
+    message marked in progress, and the request with its history and thread."""
+    if engine().dialect.name == "postgresql":
+        with one_statement() as session:
+            rows = session.execute(_CLAIM_IN_ONE_STATEMENT, {
+                "run_id": run_id, "max_attempts": settings.run_max_attempts, "owner": owner,
+                "lease_for": timedelta(seconds=settings.lease_seconds),
+            }).all()
+        if not rows:
+            with transaction() as session:
+                _fail_if_out_of_attempts(session, run_id, database_now(session))
+            return None
+        claimed = rows[0]
+        workflow = (SimpleNamespace(system_prompt=claimed.system_prompt, tools=claimed.workflow_tools)
+                    if claimed.found_workflow_id is not None else None)
+        return _job(run_id, owner, claimed, [row for row in rows if row.id is not None], workflow)
     with transaction() as session:
         now = database_now(session)
         claimed = session.execute(_CLAIM, {
@@ -378,20 +446,26 @@ def claim(run_id: uuid.UUID, owner: str) -> RunJob | None:
         rows = session.execute(
             _PROMPT_ROWS, {"request_id": claimed.request_message_id, "thread_id": claimed.thread_id}
         ).all()
-        if not rows or rows[0].id != claimed.request_message_id:  # user messages are stored completed
-            raise RuntimeError(f"run {run_id}: its request message is missing")
-        request, history = rows[0], rows[1:]
         workflow = session.get(Workflow, claimed.workflow_id) if claimed.workflow_id else None
-        return RunJob(
-            run_id=run_id, attempt=claimed.attempts, owner=owner, thread_id=claimed.thread_id,
-            tenant_id=request.tenant_id, user_id=request.user_id, model_id=claimed.model_id,
-            request_message_id=request.id, response_message_id=claimed.response_message_id, content=request.content,
-            context=request.context if request.context is not None else request.thread_context,
-            context_key=request.context_key,
-            history=[{"role": m.role, "content": m.content} for m in reversed(history) if m.content],
-            system_prompt=workflow.system_prompt if workflow else None,
-            allowed_tools=list(workflow.tools) if workflow and workflow.tools is not None else None,
-        )
+        return _job(run_id, owner, claimed, rows, workflow)
+
+
+def _job(run_id: uuid.UUID, owner: str, claimed, rows, workflow) -> RunJob:
+    """The RunJob from the claimed run, its prompt rows (the request first, then its history newest
+    first) and its workflow (None without one)."""
+    if not rows or rows[0].id != claimed.request_message_id:  # user messages are stored completed
+        raise RuntimeError(f"run {run_id}: its request message is missing")
+    request, history = rows[0], rows[1:]
+    return RunJob(
+        run_id=run_id, attempt=claimed.attempts, owner=owner, thread_id=claimed.thread_id,
+        tenant_id=request.tenant_id, user_id=request.user_id, model_id=claimed.model_id,
+        request_message_id=request.id, response_message_id=claimed.response_message_id, content=request.content,
+        context=request.context if request.context is not None else request.thread_context,
+        context_key=request.context_key,
+        history=[{"role": m.role, "content": m.content} for m in reversed(history) if m.content],
+        system_prompt=workflow.system_prompt if workflow else None,
+        allowed_tools=list(workflow.tools) if workflow and workflow.tools is not None else None,
+    )
 
 
 def _fail_if_out_of_attempts(session, run_id: uuid.UUID, now: datetime) -> None:
