@@ -26,7 +26,9 @@ from enum import StrEnum
 from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import Interval, and_, bindparam, case, delete, func, insert, or_, select, true, update
+from sqlalchemy import (Boolean, DateTime, Integer, Interval, String, Text, and_, bindparam, case, column, delete, func,
+                        insert, or_, select, true, update)
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 
 from shared.config import settings
@@ -502,24 +504,94 @@ _WRITE_ANSWER = (
 # A cancel requested while the run was in progress wins over the worker's own outcome: the run ends
 # cancelled even if the worker finished its text in the meantime (the cancel has already been
 # answered "requested", so it must not be contradicted).
-_END_RUN = (
-    update(RUNS)
-    .where(RUNS.c.id == bindparam("run_id"), RUNS.c.lease_owner == bindparam("owner"),
-           RUNS.c.status == Status.IN_PROGRESS)
-    .values({**{column: bindparam(f"new_{column}", type_=RUNS.c[column].type)
-                for column in ("finished_at", "usage", "error")},
-             "status": case((RUNS.c.cancel_requested_at.is_not(None), Status.CANCELLED),
-                            else_=bindparam("new_status", type_=RUNS.c.status.type)),
-             "lease_expires_at": None})
-    .returning(RUNS.c.attempts, RUNS.c.status)
-)
-_NEXT_QUEUED = (
-    select(RUNS.c.id)
-    .join(MESSAGES, MESSAGES.c.id == RUNS.c.request_message_id)
-    .where(RUNS.c.thread_id == bindparam("thread_id"), RUNS.c.status == Status.QUEUED)
-    .order_by(MESSAGES.c.seq)
-    .limit(1)
-)
+def _build_end_run(finished_at=None):
+    """The lease-conditional end of a run; ``finished_at`` defaults to a bind parameter."""
+    if finished_at is None:
+        finished_at = bindparam("new_finished_at", type_=RUNS.c.finished_at.type)
+    return (
+        update(RUNS)
+        .where(RUNS.c.id == bindparam("run_id"), RUNS.c.lease_owner == bindparam("owner"),
+               RUNS.c.status == Status.IN_PROGRESS)
+        .values({**{column: bindparam(f"new_{column}", type_=RUNS.c[column].type) for column in ("usage", "error")},
+                 "finished_at": finished_at,
+                 "status": case((RUNS.c.cancel_requested_at.is_not(None), Status.CANCELLED),
+                                else_=bindparam("new_status", type_=RUNS.c.status.type)),
+                 "lease_expires_at": None})
+        .returning(RUNS.c.attempts, RUNS.c.status, RUNS.c.finished_at, RUNS.c.thread_id, RUNS.c.response_message_id)
+    )
+
+
+_END_RUN = _build_end_run()
+def _build_next_queued(thread_id=None):
+    """The thread's next queued run (in message order)."""
+    return (
+        select(RUNS.c.id)
+        .join(MESSAGES, MESSAGES.c.id == RUNS.c.request_message_id)
+        .where(RUNS.c.thread_id == (thread_id if thread_id is not None else bindparam("thread_id")),
+               RUNS.c.status == Status.QUEUED)
+        .order_by(MESSAGES.c.seq)
+        .limit(1)
+    )
+
+
+_NEXT_QUEUED = _build_next_queued()
+
+
+STEPS = RunStep.__table__
+_STEP_COLUMNS = ("index", "kind", "name", "arguments", "output", "status", "usage", "started_at", "finished_at")
+
+
+def _build_finish_in_one_statement():
+    """PostgreSQL: finish() as one statement in autocommit, one round trip instead of seven (BEGIN,
+    the clock, the run's end, the answer, the steps, the next queued run, COMMIT). Each write is a
+    data-modifying CTE that joins ``ended`` (the lease-conditional end of the run, _END_RUN), so
+    nothing is written unless this worker still held the run: the same all-or-nothing as the
+    transaction it replaces. The steps arrive as one JSON array (``jsonb_to_recordset``), so the
+    statement's text does not depend on how many there are. The next queued run is read in the
+    statement's snapshot, as the separate look-up after the update read it in the transaction's.
+    (No bind parameter is named like a column of a table it updates: Core would add it to the SET.)"""
+    clock = select(func.clock_timestamp().label("now")).cte("finish_clock").prefix_with("MATERIALIZED")
+    ended = _build_end_run(select(clock.c.now).scalar_subquery()).cte("ended")
+    answer = (
+        update(MESSAGES).where(MESSAGES.c.id == ended.c.response_message_id)
+        .values({**{column: bindparam(f"new_{column}", type_=MESSAGES.c[column].type)
+                    for column in ("content", "citations", "updated_context", "is_error")},
+                 "status": ended.c.status, "updated_at": ended.c.finished_at})
+        .returning(MESSAGES.c.id).cte("answer")
+    )
+    context = (  # only when a tool changed the context (see _write_answer)
+        update(THREADS).where(THREADS.c.id == ended.c.thread_id, bindparam("write_context", type_=Boolean))
+        .values(context=bindparam("new_thread_context", type_=THREADS.c.context.type))
+        .returning(THREADS.c.id).cte("new_context")
+    )
+    types = {"index": Integer(), "kind": String(), "name": String(), "arguments": JSONB(), "output": Text(),
+             "status": String(), "usage": JSONB(), "started_at": DateTime(timezone=True),
+             "finished_at": DateTime(timezone=True)}
+    step = (func.jsonb_to_recordset(bindparam("steps", type_=JSONB()))
+            .table_valued(*(column(name, types[name]) for name in _STEP_COLUMNS))
+            .render_derived(name="step", with_types=True))
+    steps = (
+        insert(STEPS)
+        .from_select(["run_id", "attempt", *_STEP_COLUMNS],
+                     select(bindparam("run_id", type_=RUNS.c.id.type), ended.c.attempts,
+                            *(step.c[name] for name in _STEP_COLUMNS)).select_from(ended).join(step, true()))
+        .returning(STEPS.c.id).cte("steps")
+    )
+    return (
+        select(ended.c.attempts, ended.c.status,
+               _build_next_queued(ended.c.thread_id).correlate(ended).scalar_subquery().label("next_run"))
+        .select_from(ended)
+        .add_cte(answer, context, steps)
+    )
+
+
+_FINISH_IN_ONE_STATEMENT = _build_finish_in_one_statement()
+
+
+def _steps_json(steps: list[StepRecord]) -> list[dict[str, Any]]:
+    return [{"index": s.index, "kind": s.kind, "name": s.name, "arguments": s.arguments, "output": s.output,
+             "status": str(s.status), "usage": s.usage, "started_at": s.started_at.isoformat(),
+             "finished_at": s.finished_at.isoformat()} for s in steps]
 
 
 def _write_answer(session, *, run_id: uuid.UUID, attempt: int, thread_id: int, response_message_id: uuid.UUID,
@@ -573,12 +645,29 @@ def finish(job: RunJob, outcome: Outcome) -> Finished | None:
     """Store the answer if this worker still holds the lease; None means someone else owns the run now
     (or a rollback deleted it).
 
-    One transaction: the lease-conditional run update (which yields ``cancelled`` when a cancel was
-    requested meanwhile, see _END_RUN), the answer, and the look-up of the thread's next queued message."""
+    All or nothing: the lease-conditional run update (which yields ``cancelled`` when a cancel was
+    requested meanwhile, see _END_RUN), the answer, the steps and the look-up of the thread's next
+    queued message; on PostgreSQL as one statement (_build_finish_in_one_statement), elsewhere as
+    one transaction."""
     if outcome.cancelled:
         status = Status.CANCELLED
     else:
         status = Status.FAILED if outcome.is_error else Status.COMPLETED
+    if engine().dialect.name == "postgresql":
+        with one_statement() as session:
+            ended = session.execute(_FINISH_IN_ONE_STATEMENT, {
+                "run_id": job.run_id, "owner": job.owner, "new_status": status, "new_usage": outcome.usage,
+                "new_error": outcome.error, "new_content": outcome.content,
+                "new_citations": outcome.citations, "new_updated_context": outcome.updated_context,
+                "new_is_error": outcome.is_error,
+                "write_context": bool(outcome.context_changed and outcome.updated_context is not None),
+                "new_thread_context": outcome.updated_context, "steps": _steps_json(outcome.steps),
+            }).first()
+        if ended is not None:
+            return Finished(next_run=ended.next_run, status=ended.status)
+        with transaction() as session:
+            _keep_steps_after_cancel(session, job, outcome)
+        return None
     with transaction() as session:
         now = database_now(session)
         ended = session.execute(_END_RUN, {
