@@ -135,14 +135,34 @@ _INSERT_RUN = insert(RUNS)
 def check_capacity(session: Session, user_id: str) -> None:
     """Refuse a post that would let one user fill the queue (more than MAX_ACTIVE_RUNS_PER_USER
     answers pending). Locking the user row serialises one user's posts, so the check cannot be
-    raced past by concurrent requests; the lock is held until the post's transaction ends."""
+    raced past by concurrent requests; the lock is held until the post's transaction ends.
+
+    The post itself runs the two halves apart: lock_user first, then the count inside its next
+    statement (a statement started after the lock was granted sees every run committed before it),
+    then refuse_over_capacity."""
+    lock_user(session, user_id)
+    if settings.max_active_runs_per_user > 0:
+        refuse_over_capacity(session.scalar(_ACTIVE_RUNS_OF_USER, {"user_id": user_id}) or 0)
+
+
+def lock_user(session: Session, user_id: str) -> None:
+    """Take the user's row lock for the rest of the transaction (see check_capacity)."""
     session.execute(_LOCK_USER, {"user_id": user_id})
+
+
+def active_runs_of_user(user_id):
+    """The number of the user's active runs, as a scalar subquery to put in a statement that runs
+    after lock_user (ix_runs_user_active)."""
+    return (select(func.count()).select_from(RUNS)
+            .where(RUNS.c.user_id == user_id, RUNS.c.status.in_(ACTIVE_STATUSES)).scalar_subquery())
+
+
+def refuse_over_capacity(active: int) -> None:
+    """RateLimited when ``active`` (counted with the user row locked) has reached the cap."""
     cap = settings.max_active_runs_per_user
-    if cap > 0:
-        active = session.scalar(_ACTIVE_RUNS_OF_USER, {"user_id": user_id}) or 0
-        if active >= cap:
-            raise RateLimited(f"You already have {active} answers in progress (the limit is {cap}); "
-                              "wait for some to finish before sending more.", retry_after=5)
+    if cap > 0 and active >= cap:
+        raise RateLimited(f"You already have {active} answers in progress (the limit is {cap}); "
+                          "wait for some to finish before sending more.", retry_after=5)
 
 
 def check_idle(session: Session, thread_id: int) -> None:
@@ -266,19 +286,45 @@ def _delete_and_close_gaps(session: Session, thread_id: int, run_ids: list[uuid.
     return len(freed)
 
 
-def create_run(session: Session, *, thread_id: int, user_id: str, request_message_id: uuid.UUID,
-               response_message_id: uuid.UUID, model_id: str | None, workflow_id: uuid.UUID | None,
-               queued_at: datetime) -> uuid.UUID:
+def create_run(session: Session, **run: Any) -> uuid.UUID:
     """Insert a queued run answering ``request_message_id`` into ``response_message_id``; the caller
     enqueues it after its transaction commits (never before: a worker must find the row)."""
-    run_id = uuid.uuid4()
-    session.execute(_INSERT_RUN, {
-        "id": run_id, "thread_id": thread_id, "user_id": user_id, "request_message_id": request_message_id,
+    return insert_run(session, new_run(**run))
+
+
+def insert_run(session: Session, row: dict[str, Any]) -> uuid.UUID:
+    """Insert a run row made by new_run (see create_run)."""
+    session.execute(_INSERT_RUN, row)
+    return row["id"]
+
+
+def new_run(*, thread_id: int, user_id: str, request_message_id: uuid.UUID, response_message_id: uuid.UUID,
+            model_id: str | None, workflow_id: uuid.UUID | None, queued_at: datetime) -> dict[str, Any]:
+    """The row of a new queued run (create_run inserts it; a post on PostgreSQL inserts it along with
+    its messages, see insert_run_after)."""
+    return {
+        "id": uuid.uuid4(), "thread_id": thread_id, "user_id": user_id, "request_message_id": request_message_id,
         "response_message_id": response_message_id, "status": Status.QUEUED, "attempts": 0,
         "model_id": model_id, "workflow_id": workflow_id, "queued_at": queued_at,
         "request_id": observed.get("request_id"),  # the POST's X-Request-Id, for the logs of every attempt
-    })
-    return run_id
+    }
+
+
+_NEW_RUN_COLUMNS = ("id", "thread_id", "user_id", "request_message_id", "response_message_id", "status", "attempts",
+                    "model_id", "workflow_id", "queued_at", "request_id")
+
+
+def insert_run_after(cte):
+    """PostgreSQL: the run's INSERT carrying ``cte`` (the post's insert of its two messages), so the
+    post stores both messages and the run in one statement (the foreign keys are checked at its
+    end). Its parameters are new_run's, each named ``run_<column>`` (run_params): a parameter named
+    like a column of the table would be added to the INSERT by Core."""
+    return (insert(RUNS).values({name: bindparam(f"run_{name}", type_=RUNS.c[name].type) for name in _NEW_RUN_COLUMNS})
+            .add_cte(cte))
+
+
+def run_params(row: dict[str, Any]) -> dict[str, Any]:
+    return {f"run_{name}": row[name] for name in _NEW_RUN_COLUMNS}
 
 
 def run_for_request(session: Session, request_message_id: uuid.UUID) -> Run | None:
