@@ -36,6 +36,7 @@ from shared.db import engine, one_statement, read, transaction
 from shared.errors import Conflict, RateLimited
 from shared.models import ACTIVE_STATUSES, Message, Run, RunEvent, RunStep, Status, StepStatus, Thread, User, Workflow
 from shared.observability import context as observed
+from shared.services import memories as memory_store
 
 FAILED_TEXT = "Sorry, I could not produce an answer this time. Please try again."
 
@@ -59,6 +60,9 @@ class RunJob:
     history: list[dict[str, str]]
     system_prompt: str | None = None
     allowed_tools: list[str] | None = None
+    # The user's settings.memory_prompt_limit + 1 newest memories, read by the claim on PostgreSQL
+    # (None elsewhere: the agent reads them itself), see memories.recall_from.
+    newest_memories: list[Any] | None = None
 
 
 @dataclass
@@ -396,7 +400,8 @@ def _build_claim_in_one_statement():
 
     The data-modifying CTEs see the snapshot the statement started with, as the separate statements
     did: the prompt rows are the completed messages before the request, untouched by the mark. No
-    row means not claimed; a row with no message id means the request is missing. SQLite has no
+    row means not claimed; a row with no message id means the request is missing. The user's
+    newest memories come along (memories.newest_as_json), saving the agent its own read. SQLite has no
     data-modifying CTEs: it keeps the separate statements (no round trips there, it is in process)."""
     clock = select(func.clock_timestamp().label("now")).cte("claim_clock").prefix_with("MATERIALIZED")
     now = select(clock.c.now).scalar_subquery()
@@ -418,14 +423,18 @@ def _build_claim_in_one_statement():
         .limit(HISTORY_LIMIT + 1)
         .lateral("prompt")
     )
+    memories = memory_store.newest_as_json(THREADS.c.tenant_id, THREADS.c.user_id,
+                                           bindparam("memory_limit")).lateral("recall")
     return (
         select(claimed.c.attempts, claimed.c.thread_id, claimed.c.request_message_id,
                claimed.c.response_message_id, claimed.c.model_id, prompt.c.id, prompt.c.role, prompt.c.content,
                prompt.c.context, prompt.c.context_key, THREADS.c.tenant_id, THREADS.c.user_id,
                THREADS.c.context.label("thread_context"), WORKFLOWS.c.system_prompt,
-               WORKFLOWS.c.tools.label("workflow_tools"), WORKFLOWS.c.id.label("found_workflow_id"))
+               WORKFLOWS.c.tools.label("workflow_tools"), WORKFLOWS.c.id.label("found_workflow_id"),
+               memories.c.memories)
         .select_from(
             claimed.join(THREADS, THREADS.c.id == claimed.c.thread_id)
+            .join(memories, true())
             .outerjoin(prompt, true())
             .outerjoin(WORKFLOWS, WORKFLOWS.c.id == claimed.c.workflow_id)
         )
@@ -472,6 +481,7 @@ def claim(run_id: uuid.UUID, owner: str) -> RunJob | None:
             rows = session.execute(_CLAIM_IN_ONE_STATEMENT, {
                 "run_id": run_id, "max_attempts": settings.run_max_attempts, "owner": owner,
                 "lease_for": timedelta(seconds=settings.lease_seconds),
+                "memory_limit": max(settings.memory_prompt_limit, 0) + 1,
             }).all()
         if not rows:
             with transaction() as session:
@@ -480,7 +490,9 @@ def claim(run_id: uuid.UUID, owner: str) -> RunJob | None:
         claimed = rows[0]
         workflow = (SimpleNamespace(system_prompt=claimed.system_prompt, tools=claimed.workflow_tools)
                     if claimed.found_workflow_id is not None else None)
-        return _job(run_id, owner, claimed, [row for row in rows if row.id is not None], workflow)
+        job = _job(run_id, owner, claimed, [row for row in rows if row.id is not None], workflow)
+        job.newest_memories = memory_store.views_from_json(claimed.memories)
+        return job
     with transaction() as session:
         now = database_now(session)
         claimed = session.execute(_CLAIM, {

@@ -194,3 +194,27 @@ def test_a_finished_answer_is_read_back_with_its_steps(principal, thread):
     listed, total, by_message = messages.list_messages(principal, thread.id)
     assert total == 2 and [m.status for m in listed] == [Status.COMPLETED, Status.COMPLETED]
     assert list(by_message) == [exchange.response.id]
+
+
+def test_the_claim_brings_the_users_own_newest_memories_for_the_prompt(principal, thread, make_principal, set_settings,
+                                                                       monkeypatch):
+    """On PostgreSQL the claim reads the memories along with the run; the agent recalls from them what
+    memories.recall would have read itself (the owner's only, newest first, the search when more)."""
+    from shared.services import memories
+    from worker.agent import loop
+
+    monkeypatch.setattr(loop, "settings", set_settings(memory_prompt_limit=2))
+    other = make_principal(tenant=None)
+    memories.save(other.tenant_id, other.user_id, "someone else's secret")
+    for fact in ("likes tea", "lives in Oslo", "works nights"):
+        memories.save(principal.tenant_id, principal.user_id, fact)
+    exchange = post_user_message(principal, thread.id, content="where do I live")
+
+    job = runs.claim(exchange.run_id, "worker-a")
+
+    if job.newest_memories is not None:  # PostgreSQL
+        assert [m.content for m in job.newest_memories] == [
+            m.content for m in memories.recent(principal.tenant_id, principal.user_id, 3)]
+    expected = memories.recall(principal.tenant_id, principal.user_id, "where do I live", 2)
+    assert loop.recall_memories(job) == expected and len(expected) == 2
+    assert "lives in Oslo" in expected and "someone else's secret" not in expected

@@ -29,7 +29,7 @@ from tests.core.conftest import PG_ADMIN_URL
 
 # The bounds this test enforces (docs/performance.md: 9 and 14 before issue 14's work).
 POST_ROUND_TRIPS = 6
-RUN_ROUND_TRIPS = 3
+RUN_ROUND_TRIPS = 2
 
 
 @pytest.fixture(autouse=True)
