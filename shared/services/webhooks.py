@@ -33,7 +33,7 @@ from sqlalchemy import select
 
 from shared import netguard
 from shared.config import settings
-from shared.db import transaction
+from shared.db import read, transaction
 from shared.errors import NotFound, ValidationFailed
 from shared.models import (DeliveryStatus, Run, Status, Tenant, Thread, WebhookDelivery, WebhookEvent,
                            WebhookSubscription, utcnow)
@@ -106,25 +106,32 @@ def list_deliveries(tenant_name: str, status: str | None = None, limit: int = 50
 
 def record_run_ended(run_id: uuid.UUID) -> list[uuid.UUID]:
     """One pending delivery per subscription of the run's tenant that wants its event; their ids, for
-    the caller to send after this commits. A run still active (or unknown) records nothing."""
-    with transaction() as session:
-        row = session.execute(
+    the caller to send after this commits. A run still active (or unknown) records nothing.
+
+    Every run a worker ends comes here, and most tenants subscribe to nothing: the run, its thread and
+    the tenant's subscriptions are one autocommit read (one round trip, no BEGIN/COMMIT; issue 14),
+    and a transaction is opened only when there is a delivery to write."""
+    with read() as session:
+        rows = session.execute(
             select(Run.status, Run.response_message_id, Run.request_message_id, Thread.public_id, Thread.id,
-                   Thread.tenant_id)
-            .join(Thread, Thread.id == Run.thread_id).where(Run.id == run_id)
-        ).first()
-        if row is None or (event := EVENT_FOR_STATUS.get(row.status)) is None:
-            return []
-        subscriptions = session.scalars(
-            select(WebhookSubscription).where(WebhookSubscription.tenant_id == row.tenant_id)).all()
-        wanted = [s for s in subscriptions if str(event) in (s.events or [])]
-        if not wanted:
-            return []
-        payload = {"type": str(event), "timestamp": utcnow().isoformat(), "data": {
-            "run_id": str(run_id), "status": str(row.status), "thread_id": str(row.public_id),
-            "thread_number": row.id, "message_id": str(row.response_message_id),
-            "request_message_id": str(row.request_message_id), "tenant_id": str(row.tenant_id)}}
-        deliveries = [WebhookDelivery(subscription_id=s.id, event=str(event), payload=payload) for s in wanted]
+                   Thread.tenant_id, WebhookSubscription.id.label("subscription_id"),
+                   WebhookSubscription.events)
+            .join(Thread, Thread.id == Run.thread_id)
+            .outerjoin(WebhookSubscription, WebhookSubscription.tenant_id == Thread.tenant_id)
+            .where(Run.id == run_id)
+        ).all()
+    if not rows or (event := EVENT_FOR_STATUS.get(rows[0].status)) is None:
+        return []
+    wanted = [r.subscription_id for r in rows if r.subscription_id is not None and str(event) in (r.events or [])]
+    if not wanted:
+        return []
+    row = rows[0]
+    payload = {"type": str(event), "timestamp": utcnow().isoformat(), "data": {
+        "run_id": str(run_id), "status": str(row.status), "thread_id": str(row.public_id),
+        "thread_number": row.id, "message_id": str(row.response_message_id),
+        "request_message_id": str(row.request_message_id), "tenant_id": str(row.tenant_id)}}
+    with transaction() as session:
+        deliveries = [WebhookDelivery(subscription_id=s, event=str(event), payload=payload) for s in wanted]
         session.add_all(deliveries)
         session.flush()
         return [d.id for d in deliveries]
