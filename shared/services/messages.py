@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy import bindparam, func, insert, select, union_all, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -323,10 +323,11 @@ def _row(message: Message, prefix: str = "") -> dict[str, Any]:
 def _post_insert():
     """PostgreSQL: the post's two messages and its run in one INSERT (runs.insert_run_after), built
     once; the messages' parameters are named ``req_<column>`` and ``res_<column>``."""
-    both = insert(MESSAGES).values([
-        {key: bindparam(prefix + key, type_=MESSAGES.c[key].type) for key in _MESSAGE_COLUMNS}
-        for prefix in ("req_", "res_")
-    ])
+    rows = [select(*(bindparam(prefix + key, type_=MESSAGES.c[key].type).label(key) for key in _MESSAGE_COLUMNS))
+            for prefix in ("req_", "res_")]
+    # INSERT ... SELECT ... UNION ALL SELECT rather than a multi-row VALUES: SQLAlchemy does not cache
+    # the compiled form of a multi-row VALUES, and compiling it cost ~2 ms of CPU per post.
+    both = insert(MESSAGES).from_select(_MESSAGE_COLUMNS, union_all(*rows))
     return runs.insert_run_after(both.cte("posted_messages"))
 
 
