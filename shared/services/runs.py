@@ -34,9 +34,11 @@ from sqlalchemy.orm import Session
 from shared.config import settings
 from shared.db import engine, one_statement, read, transaction
 from shared.errors import Conflict, RateLimited
-from shared.models import ACTIVE_STATUSES, Message, Run, RunEvent, RunStep, Status, StepStatus, Thread, User, Workflow
+from shared.models import (ACTIVE_STATUSES, Message, Run, RunEvent, RunStep, Status, StepStatus, Thread, User, Workflow,
+                           utcnow)
 from shared.observability import context as observed
 from shared.services import memories as memory_store
+from shared.services import webhooks
 
 FAILED_TEXT = "Sorry, I could not produce an answer this time. Please try again."
 
@@ -575,7 +577,8 @@ def _build_end_run(finished_at=None):
                  "status": case((RUNS.c.cancel_requested_at.is_not(None), Status.CANCELLED),
                                 else_=bindparam("new_status", type_=RUNS.c.status.type)),
                  "lease_expires_at": None})
-        .returning(RUNS.c.attempts, RUNS.c.status, RUNS.c.finished_at, RUNS.c.thread_id, RUNS.c.response_message_id)
+        .returning(RUNS.c.id, RUNS.c.attempts, RUNS.c.status, RUNS.c.finished_at, RUNS.c.thread_id,
+                   RUNS.c.request_message_id, RUNS.c.response_message_id)
     )
 
 
@@ -601,7 +604,8 @@ _STEP_COLUMNS = ("index", "kind", "name", "arguments", "output", "status", "usag
 
 def _build_finish_in_one_statement():
     """PostgreSQL: finish() as one statement in autocommit, one round trip instead of seven (BEGIN,
-    the clock, the run's end, the answer, the steps, the next queued run, COMMIT). Each write is a
+    the clock, the run's end, the answer, the steps, the next queued run, COMMIT), and the webhook
+    deliveries of the run's end (webhooks.insert_deliveries_after) instead of a read after it. Each write is a
     data-modifying CTE that joins ``ended`` (the lease-conditional end of the run, _END_RUN), so
     nothing is written unless this worker still held the run: the same all-or-nothing as the
     transaction it replaces. The steps arrive as one JSON array (``jsonb_to_recordset``), so the
@@ -635,9 +639,11 @@ def _build_finish_in_one_statement():
                             *(step.c[name] for name in _STEP_COLUMNS)).select_from(ended).join(step, true()))
         .returning(STEPS.c.id).cte("steps")
     )
+    deliveries = webhooks.insert_deliveries_after(ended).cte("deliveries")
     return (
         select(ended.c.attempts, ended.c.status,
-               _build_next_queued(ended.c.thread_id).correlate(ended).scalar_subquery().label("next_run"))
+               _build_next_queued(ended.c.thread_id).correlate(ended).scalar_subquery().label("next_run"),
+               select(func.array_agg(deliveries.c.id)).scalar_subquery().label("deliveries"))
         .select_from(ended)
         .add_cte(answer, context, steps)
     )
@@ -697,6 +703,7 @@ class Finished:
 
     next_run: uuid.UUID | None
     status: Status = Status.COMPLETED
+    deliveries: list[uuid.UUID] = field(default_factory=list)  # webhook deliveries to send after the commit
 
 
 def finish(job: RunJob, outcome: Outcome) -> Finished | None:
@@ -720,9 +727,10 @@ def finish(job: RunJob, outcome: Outcome) -> Finished | None:
                 "new_is_error": outcome.is_error,
                 "write_context": bool(outcome.context_changed and outcome.updated_context is not None),
                 "new_thread_context": outcome.updated_context, "steps": _steps_json(outcome.steps),
+                "webhook_timestamp": utcnow().isoformat(), "webhook_now": utcnow(),
             }).first()
         if ended is not None:
-            return Finished(next_run=ended.next_run, status=ended.status)
+            return Finished(next_run=ended.next_run, status=ended.status, deliveries=list(ended.deliveries or []))
         with transaction() as session:
             _keep_steps_after_cancel(session, job, outcome)
         return None
@@ -737,7 +745,8 @@ def finish(job: RunJob, outcome: Outcome) -> Finished | None:
             return None
         _write_answer(session, run_id=job.run_id, attempt=ended.attempts, thread_id=job.thread_id,
                       response_message_id=job.response_message_id, outcome=outcome, status=ended.status, now=now)
-        return Finished(next_run=session.scalar(_NEXT_QUEUED, {"thread_id": job.thread_id}), status=ended.status)
+        return Finished(next_run=session.scalar(_NEXT_QUEUED, {"thread_id": job.thread_id}), status=ended.status,
+                        deliveries=webhooks.record_run_ended(session, job.run_id))
 
 
 def _keep_steps_after_cancel(session, job: RunJob, outcome: Outcome) -> None:

@@ -4,8 +4,7 @@ CPU per message on a shared 2-core machine is noisy; the number of SQL round tri
 counts them for one message end to end in production mode (PostgreSQL + Redis), in process: the
 ai-threads post with ``Prefer: wait=0`` through the real Flask app (authentication included), then
 the worker's task body (``execute_run``: claim with the prompt rows, the scripted model over HTTP,
-finish with the next queued run) and what the worker runs after it (the task_postrun handler that
-records the run's webhooks). A round trip is a statement sent to the server, plus BEGIN and
+finish with the next queued run and the run's webhook deliveries). A round trip is a statement sent to the server, plus BEGIN and
 COMMIT (psycopg2 sends each as a round trip of its own) for every transaction that ran a statement;
 an autocommit read is one round trip. docs/performance.md lists the statements and the history.
 
@@ -31,7 +30,7 @@ from tests.core.conftest import PG_ADMIN_URL
 # The bounds this test enforces (docs/performance.md: 9 and 18 before issue 14's work, the run's 18
 # being 14 in the task and 4 for its webhooks).
 POST_ROUND_TRIPS = 6
-RUN_ROUND_TRIPS = 3
+RUN_ROUND_TRIPS = 2
 
 
 @pytest.fixture(autouse=True)
@@ -112,7 +111,6 @@ def test_one_message_costs_a_bounded_number_of_round_trips(scripted_model, enque
     from api import create_app
     from shared.models import Message, Status
     from shared.services import identity, threads
-    from worker import webhook_tasks
     from worker.tasks import execute_run
 
     user = identity.create_user(f"{uuid.uuid4().hex[:12]}@example.com", f"t-{uuid.uuid4().hex[:8]}")
@@ -128,9 +126,7 @@ def test_one_message_costs_a_bounded_number_of_round_trips(scripted_model, enque
         return counter.take()
 
     def run() -> list[str]:
-        run_id = str(enqueued[-1])
-        assert (ended := execute_run(run_id)) == Status.COMPLETED
-        webhook_tasks._run_ended(task=execute_run, args=[run_id], retval=ended)  # as task_postrun calls it
+        assert execute_run(str(enqueued[-1])) == Status.COMPLETED
         return counter.take()
 
     post(), run()  # the first message of a thread and a fresh process warm caches: count the second
