@@ -5,7 +5,9 @@
   calls these; it never writes a run row itself.
 - Execution (the worker and the sweeper): every state change is one conditional UPDATE, so duplicate
   deliveries, expired leases and racing workers resolve in the database: a run is claimed by one
-  worker at a time and answered once.
+  worker at a time and answered once. On PostgreSQL the claim (with the prompt rows) and the finish
+  (with the answer, steps, next queued run and webhook deliveries) are each one statement whose other
+  writes are CTEs joined to that UPDATE (issue 14: round trips, see docs/performance.md).
 
 - Cancel (issue 13): a queued run is cancelled at once by one conditional UPDATE (it never starts);
   a run in progress is only marked (``cancel_requested_at``) and the worker holding it, told by
