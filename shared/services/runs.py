@@ -429,13 +429,18 @@ def _build_claim_in_one_statement():
     )
     memories = memory_store.newest_as_json(THREADS.c.tenant_id, THREADS.c.user_id,
                                            bindparam("memory_limit")).lateral("recall")
+    def on_request_row(value, name: str):
+        """The JSON values the job reads from the request's row only: NULL on the history rows, so the
+        driver does not decode them once per row (up to HISTORY_LIMIT times)."""
+        return case((prompt.c.id == claimed.c.request_message_id, value)).label(name)
+
     return (
         select(claimed.c.attempts, claimed.c.thread_id, claimed.c.request_message_id,
                claimed.c.response_message_id, claimed.c.model_id, prompt.c.id, prompt.c.role, prompt.c.content,
-               prompt.c.context, prompt.c.context_key, THREADS.c.tenant_id, THREADS.c.user_id,
-               THREADS.c.context.label("thread_context"), WORKFLOWS.c.system_prompt,
-               WORKFLOWS.c.tools.label("workflow_tools"), WORKFLOWS.c.id.label("found_workflow_id"),
-               memories.c.memories)
+               on_request_row(prompt.c.context, "context"), prompt.c.context_key, THREADS.c.tenant_id,
+               THREADS.c.user_id, on_request_row(THREADS.c.context, "thread_context"), WORKFLOWS.c.system_prompt,
+               on_request_row(WORKFLOWS.c.tools, "workflow_tools"), WORKFLOWS.c.id.label("found_workflow_id"),
+               on_request_row(memories.c.memories, "memories"))
         .select_from(
             claimed.join(THREADS, THREADS.c.id == claimed.c.thread_id)
             .join(memories, true())
