@@ -22,7 +22,7 @@ from shared.queue import EXECUTE_RUN, SWEEP, celery_app, dead_letter, enqueue_ru
 from shared.services import runs
 from shared.models import Status
 from shared.services.runs import Outcome
-from worker import observability
+from worker import observability, webhook_tasks
 from worker.agent import loop
 
 log = logging.getLogger(__name__)
@@ -133,6 +133,8 @@ def execute_run(run_id: str) -> str:
     notify.publish_run_finished(run_id)
     if finished.next_run is not None:
         enqueue_run(finished.next_run)
+    for delivery_id in finished.deliveries:  # recorded with the run's end (shared/services/webhooks.py)
+        webhook_tasks.send(delivery_id)
     return finished.status
 
 

@@ -1,7 +1,8 @@
 """Webhook deliveries as Celery tasks (shared/services/webhooks.py has the rules).
 
-When ``execute_run`` ends a run, a ``task_postrun`` handler records the deliveries the run's tenant
-subscribed to and sends one ``deliver_webhook`` task each, after that commit. Each task makes one
+When ``execute_run`` ends a run, the run's end records the deliveries the run's tenant subscribed to
+(runs.finish, in the same statement or transaction) and the task sends one ``deliver_webhook`` task
+each (``send``), after that commit. Each task makes one
 attempt; a failed attempt retries the task itself (``self.retry``) after the service's backoff, so the
 schedule lives in the broker, and the delivery row — not Celery's retry count — decides when to stop.
 A duplicate task finds the delivery no longer pending and does nothing.
@@ -11,19 +12,17 @@ from __future__ import annotations
 import logging
 import uuid
 
-from celery.signals import task_postrun
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from shared.config import settings
-from shared.queue import EXECUTE_RUN, celery_app
+from shared.queue import celery_app
 from shared.services import webhooks
 
 log = logging.getLogger(__name__)
 app = celery_app()
 
 DELIVER_WEBHOOK = "threadline.deliver_webhook"
-ENDED = {str(status) for status in webhooks.EVENT_FOR_STATUS}
 
 
 @app.task(name=DELIVER_WEBHOOK, bind=True, acks_late=True, reject_on_worker_lost=True, ignore_result=True,
@@ -44,15 +43,3 @@ def send(delivery_id: uuid.UUID) -> None:
         app.send_task(DELIVER_WEBHOOK, args=[str(delivery_id)], queue=settings.run_queue)
     except Exception:  # noqa: BLE001 - the row stays pending; listed by `webhooks deliveries --status pending`
         log.warning("could not enqueue webhook delivery %s", delivery_id, exc_info=True)
-
-
-@task_postrun.connect(weak=False)
-def _run_ended(task=None, args=None, retval=None, **_kwargs) -> None:
-    """A run ended by this worker: record and send its webhooks (never failing the run's task)."""
-    if task is None or task.name != EXECUTE_RUN or not (isinstance(retval, str) and retval in ENDED):
-        return
-    try:
-        for delivery_id in webhooks.record_run_ended(uuid.UUID(args[0])):
-            send(delivery_id)
-    except Exception:  # noqa: BLE001 - a webhook problem must not touch the answer, which is stored
-        log.warning("could not record webhooks for the run", exc_info=True)

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import delete as sql_delete
-from sqlalchemy import func, select
+from sqlalchemy import func, literal_column, select
+from sqlalchemy.dialects.postgresql import aggregate_order_by
 
 from shared import permissions, text_search
 from shared.config import settings
@@ -95,17 +96,52 @@ def recall(tenant_id: uuid.UUID, user_id: str, message: str, limit: int) -> list
     """Memories for the system prompt: those matching the message first, then the newest, ``limit`` in all.
 
     Runs before every answer, so the common case is one query: when all of the user's memories fit
-    (most users have a few, or none), they are all recalled and no search is needed."""
+    (most users have a few, or none), they are all recalled and no search is needed. On PostgreSQL
+    the claim reads the newest ones along with the run (newest_as_json), and recall_from goes on
+    from there."""
     if limit < 1:
         return []
     with read() as session:
-        newest = _recent(session, tenant_id, user_id, limit + 1)
-        if len(newest) <= limit:
-            return [m.content for m in newest]
-        chosen = {m.id: m.content for m in _search(session, tenant_id, user_id, message, limit)} if message.strip() else {}
-        for memory in newest[:limit]:
-            chosen.setdefault(memory.id, memory.content)
-        return list(chosen.values())[:limit]
+        return _recall_from(session, _recent(session, tenant_id, user_id, limit + 1), tenant_id, user_id, message,
+                            limit)
+
+
+def recall_from(newest: list[MemoryView], tenant_id: uuid.UUID, user_id: str, message: str, limit: int) -> list[str]:
+    """recall() given the user's ``limit + 1`` newest memories, newest first (read by the claim): no
+    query at all unless the user has more memories than fit, then one search."""
+    if limit < 1:
+        return []
+    if len(newest) <= limit:
+        return [m.content for m in newest]
+    with read() as session:
+        return _recall_from(session, newest, tenant_id, user_id, message, limit)
+
+
+def _recall_from(session, newest: list[MemoryView], tenant_id: uuid.UUID, user_id: str, message: str,
+                 limit: int) -> list[str]:
+    if len(newest) <= limit:
+        return [m.content for m in newest]
+    chosen = {m.id: m.content for m in _search(session, tenant_id, user_id, message, limit)} if message.strip() else {}
+    for memory in newest[:limit]:
+        chosen.setdefault(memory.id, memory.content)
+    return list(chosen.values())[:limit]
+
+
+def newest_as_json(tenant_id, user_id, limit):
+    """PostgreSQL: the owner's ``limit`` newest memories as one JSON array of ``[id, content]``,
+    newest first (the order of _recent), to read inside another statement (the run's claim);
+    ``tenant_id``, ``user_id`` and ``limit`` are SQL expressions. views_from_json reads it."""
+    newest = (select(Memory.id, Memory.content, Memory.created_at)
+              .where(Memory.tenant_id == tenant_id, Memory.user_id == user_id)
+              .order_by(Memory.created_at.desc(), Memory.id).limit(limit)
+              .correlate_except(Memory.__table__).subquery("newest"))  # the owner comes from the outer statement
+    ordered = aggregate_order_by(func.json_build_array(newest.c.id, newest.c.content),
+                                 newest.c.created_at.desc(), newest.c.id)
+    return select(func.coalesce(func.json_agg(ordered), literal_column("'[]'::json")).label("memories"))
+
+
+def views_from_json(rows: list[list[str]]) -> list[MemoryView]:
+    return [MemoryView(str(memory_id), content) for memory_id, content in rows]
 
 
 def delete(tenant_id: uuid.UUID, user_id: str, *, memory_id: str | None = None, query: str | None = None) -> int:

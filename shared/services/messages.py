@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy import bindparam, func, insert, select, union_all, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -74,8 +74,12 @@ _LAST_CONTEXT_KEY = (
 )
 
 
-@lru_cache(maxsize=4)
-def _reserve_statement(by_public_id: bool, with_context: bool):
+@lru_cache(maxsize=8)
+def _reserve_statement(by_public_id: bool, with_context: bool, for_post: bool = False):
+    """The thread's row lock and seq reservation, returning what the caller needs. A post
+    (``for_post``) also gets, in the same round trip, the user's active runs (the cap: the user row
+    is locked before this statement starts, so its count sees every run committed before) and the
+    context key the thread's client last used."""
     last_created = (
         select(func.max(MESSAGES.c.created_at)).where(MESSAGES.c.thread_id == THREADS.c.id).scalar_subquery()
     )
@@ -83,29 +87,39 @@ def _reserve_statement(by_public_id: bool, with_context: bool):
                               "updated_at": bindparam("now", type_=THREADS.c.updated_at.type)}
     if with_context:
         values["context"] = bindparam("new_context", type_=THREADS.c.context.type)
+    returned = [THREADS.c.id, THREADS.c.last_seq, THREADS.c.model_id, THREADS.c.workflow_id,
+                last_created.label("last_created")]
+    if for_post:
+        last_key = (select(MESSAGES.c.context_key)
+                    .where(MESSAGES.c.thread_id == THREADS.c.id, MESSAGES.c.context_key.is_not(None))
+                    .order_by(MESSAGES.c.seq.desc()).limit(1).scalar_subquery())
+        returned += [runs.active_runs_of_user(THREADS.c.user_id).label("active_runs"),
+                     last_key.label("last_context_key")]
     return (
         update(THREADS)
         .where(THREADS.c.public_id == bindparam("ref") if by_public_id else THREADS.c.id == bindparam("ref"),
                THREADS.c.tenant_id == bindparam("owner_tenant_id"), THREADS.c.user_id == bindparam("owner_user_id"))
         .values(values)
-        .returning(THREADS.c.id, THREADS.c.last_seq, THREADS.c.model_id, THREADS.c.workflow_id,
-                   last_created.label("last_created"))
+        .returning(*returned)
     )
 
 
 def _reserve_seqs(session: Session, principal: Principal, thread_ref: int | uuid.UUID, count: int,
-                  context: dict[str, Any] | None = None):
+                  context: dict[str, Any] | None = None, *, for_post: bool = False):
     """Lock the caller's thread and take the next ``count`` seqs, in one statement that also returns
-    what the post needs (the thread's model, workflow and last message time). Unknown threads and
-    other users' threads fall back to owned_thread for the precise 404/403."""
+    what the post needs (the thread's model, workflow and last message time; for a post also the
+    user's active runs and the last context key). Unknown threads and other users' threads fall back
+    to owned_thread for the precise 404/403 (after the cap, which a post checks first)."""
     if isinstance(thread_ref, int) and not 0 < thread_ref <= MAX_THREAD_ID:
         raise NotFound("Thread not found.")
-    statement = _reserve_statement(not isinstance(thread_ref, int), context is not None)
+    statement = _reserve_statement(not isinstance(thread_ref, int), context is not None, for_post)
     row = session.execute(statement, {
         "ref": thread_ref, "owner_tenant_id": principal.tenant_id, "owner_user_id": principal.user_id, "count": count,
         "now": utcnow(), "new_context": context,
     }).first()
     if row is None:
+        if for_post:
+            runs.check_capacity(session, principal.user_id)  # a post over the cap is refused first, as before
         owned_thread(session, principal, thread_ref)  # raises NotFound or Forbidden
         raise NotFound("Thread not found.")
     return row
@@ -157,12 +171,14 @@ def post_user_message(
                 thread_id = owned_thread(session, principal, thread_ref).id
                 if replay := _replay(session, thread_id, client_message_id, fingerprint):
                     return replay
-            runs.check_capacity(session, principal.user_id)
-            thread = _reserve_seqs(session, principal, thread_ref, 2, context)
+            runs.lock_user(session, principal.user_id)  # the cap: counted by the next statement
+            thread = _reserve_seqs(session, principal, thread_ref, 2, context, for_post=True)
+            runs.refuse_over_capacity(thread.active_runs)
             cancels, freed = runs.apply_busy_policy(session, thread.id, busy_policy)  # the thread row is locked
             last_seq = thread.last_seq - freed
             if context_key is None:  # a follow-up without context/state keeps the thread's word for it (seed 001)
-                context_key = session.scalar(_LAST_CONTEXT_KEY, {"thread_id": thread.id})
+                context_key = (thread.last_context_key if not freed  # a rollback may have deleted it: look again
+                               else session.scalar(_LAST_CONTEXT_KEY, {"thread_id": thread.id}))
             workflow = check_workflow(session, principal, workflow_id or thread.workflow_id)
             now = _after(thread.last_created)  # the thread row is locked now: strictly increasing
             answer_at = now + CREATED_AT_STEP
@@ -179,14 +195,20 @@ def post_user_message(
                 client_message_id=None, request_hash=None, status=Status.QUEUED, model_id=chosen_model,
                 created_at=answer_at, updated_at=answer_at, **common,
             )
-            # Core inserts of plain rows (one statement for both messages): the ORM unit of work
-            # costs more CPU than the round trips it would save.
-            session.execute(_INSERT_MESSAGES, [_row(request), _row(response)])
-            run_id = runs.create_run(
-                session, thread_id=thread.id, user_id=principal.user_id, request_message_id=request.id,
+            # Core inserts of plain rows: the ORM unit of work costs more CPU than the round trips it
+            # would save. On PostgreSQL both messages and the run are one statement (_post_insert).
+            run = runs.new_run(
+                thread_id=thread.id, user_id=principal.user_id, request_message_id=request.id,
                 response_message_id=response.id, model_id=chosen_model,
                 workflow_id=workflow.id if workflow else None, queued_at=now, permissions=principal.permissions,
             )
+            if session.get_bind().dialect.name == "postgresql":
+                session.execute(_post_insert(), {**_row(request, "req_"), **_row(response, "res_"),
+                                                 **runs.run_params(run)})
+            else:  # SQLite has no data-modifying CTEs (and no round trips to save)
+                session.execute(_INSERT_MESSAGES, [_row(request), _row(response)])
+                runs.insert_run(session, run)
+            run_id = run["id"]
             exchange = Exchange(request=request, response=response, run_id=run_id)
     except IntegrityError:
         if not client_message_id:
@@ -293,8 +315,20 @@ class AlreadyFinished(Conflict):
 _MESSAGE_COLUMNS = [column.key for column in Message.__table__.columns]
 
 
-def _row(message: Message) -> dict[str, Any]:
-    return {key: getattr(message, key) for key in _MESSAGE_COLUMNS}
+def _row(message: Message, prefix: str = "") -> dict[str, Any]:
+    return {prefix + key: getattr(message, key) for key in _MESSAGE_COLUMNS}
+
+
+@lru_cache(maxsize=1)
+def _post_insert():
+    """PostgreSQL: the post's two messages and its run in one INSERT (runs.insert_run_after), built
+    once; the messages' parameters are named ``req_<column>`` and ``res_<column>``."""
+    rows = [select(*(bindparam(prefix + key, type_=MESSAGES.c[key].type).label(key) for key in _MESSAGE_COLUMNS))
+            for prefix in ("req_", "res_")]
+    # INSERT ... SELECT ... UNION ALL SELECT rather than a multi-row VALUES: SQLAlchemy does not cache
+    # the compiled form of a multi-row VALUES, and compiling it on every post showed in the profile.
+    both = insert(MESSAGES).from_select(_MESSAGE_COLUMNS, union_all(*rows))
+    return runs.insert_run_after(both.cte("posted_messages"))
 
 
 def await_response(exchange: Exchange, timeout: float) -> Exchange:

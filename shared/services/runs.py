@@ -5,7 +5,9 @@
   calls these; it never writes a run row itself.
 - Execution (the worker and the sweeper): every state change is one conditional UPDATE, so duplicate
   deliveries, expired leases and racing workers resolve in the database: a run is claimed by one
-  worker at a time and answered once.
+  worker at a time and answered once. On PostgreSQL the claim (with the prompt rows) and the finish
+  (with the answer, steps, next queued run and webhook deliveries) are each one statement whose other
+  writes are CTEs joined to that UPDATE (issue 14: round trips, see docs/performance.md).
 
 - Cancel (issue 13): a queued run is cancelled at once by one conditional UPDATE (it never starts);
   a run in progress is only marked (``cancel_requested_at``) and the worker holding it, told by
@@ -23,17 +25,23 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from enum import StrEnum
+from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import and_, bindparam, case, delete, func, insert, or_, select, update
+from sqlalchemy import (Boolean, DateTime, Integer, Interval, String, Text, and_, bindparam, case, column, delete, func,
+                        insert, or_, select, true, update)
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 
 from shared.config import settings
-from shared.db import read, transaction
+from shared.db import engine, one_statement, read, transaction
 from shared.errors import Conflict, RateLimited
-from shared.models import ACTIVE_STATUSES, Message, Run, RunEvent, RunStep, Status, StepStatus, Thread, User, Workflow
+from shared.models import (ACTIVE_STATUSES, Message, Run, RunEvent, RunStep, Status, StepStatus, Thread, User, Workflow,
+                           utcnow)
 from shared.observability import context as observed
 from shared.tools import LEGACY_RUN_PERMISSIONS
+from shared.services import memories as memory_store
+from shared.services import webhooks
 
 FAILED_TEXT = "Sorry, I could not produce an answer this time. Please try again."
 
@@ -59,6 +67,9 @@ class RunJob:
     allowed_tools: list[str] | None = None
     # The poster's effective permissions (runs.permissions): which tools the agent may offer and run.
     permissions: frozenset[str] = LEGACY_RUN_PERMISSIONS
+    # The user's settings.memory_prompt_limit + 1 newest memories, read by the claim on PostgreSQL
+    # (None elsewhere: the agent reads them itself), see memories.recall_from.
+    newest_memories: list[Any] | None = None
 
 
 @dataclass
@@ -114,6 +125,7 @@ def _predecessor_active(session, thread_id: int, seq: int) -> bool:
 # bind parameters: building an ORM statement and running it through the ORM costs more CPU than the
 # round trip itself.
 RUNS, MESSAGES, THREADS, USERS = Run.__table__, Message.__table__, Thread.__table__, User.__table__
+WORKFLOWS = Workflow.__table__
 HISTORY_LIMIT = 50
 
 
@@ -134,14 +146,34 @@ _INSERT_RUN = insert(RUNS)
 def check_capacity(session: Session, user_id: str) -> None:
     """Refuse a post that would let one user fill the queue (more than MAX_ACTIVE_RUNS_PER_USER
     answers pending). Locking the user row serialises one user's posts, so the check cannot be
-    raced past by concurrent requests; the lock is held until the post's transaction ends."""
+    raced past by concurrent requests; the lock is held until the post's transaction ends.
+
+    The post itself runs the two halves apart: lock_user first, then the count inside its next
+    statement (a statement started after the lock was granted sees every run committed before it),
+    then refuse_over_capacity."""
+    lock_user(session, user_id)
+    if settings.max_active_runs_per_user > 0:
+        refuse_over_capacity(session.scalar(_ACTIVE_RUNS_OF_USER, {"user_id": user_id}) or 0)
+
+
+def lock_user(session: Session, user_id: str) -> None:
+    """Take the user's row lock for the rest of the transaction (see check_capacity)."""
     session.execute(_LOCK_USER, {"user_id": user_id})
+
+
+def active_runs_of_user(user_id):
+    """The number of the user's active runs, as a scalar subquery to put in a statement that runs
+    after lock_user (ix_runs_user_active)."""
+    return (select(func.count()).select_from(RUNS)
+            .where(RUNS.c.user_id == user_id, RUNS.c.status.in_(ACTIVE_STATUSES)).scalar_subquery())
+
+
+def refuse_over_capacity(active: int) -> None:
+    """RateLimited when ``active`` (counted with the user row locked) has reached the cap."""
     cap = settings.max_active_runs_per_user
-    if cap > 0:
-        active = session.scalar(_ACTIVE_RUNS_OF_USER, {"user_id": user_id}) or 0
-        if active >= cap:
-            raise RateLimited(f"You already have {active} answers in progress (the limit is {cap}); "
-                              "wait for some to finish before sending more.", retry_after=5)
+    if cap > 0 and active >= cap:
+        raise RateLimited(f"You already have {active} answers in progress (the limit is {cap}); "
+                          "wait for some to finish before sending more.", retry_after=5)
 
 
 def check_idle(session: Session, thread_id: int) -> None:
@@ -265,24 +297,51 @@ def _delete_and_close_gaps(session: Session, thread_id: int, run_ids: list[uuid.
     return len(freed)
 
 
-def create_run(session: Session, *, thread_id: int, user_id: str, request_message_id: uuid.UUID,
-               response_message_id: uuid.UUID, model_id: str | None, workflow_id: uuid.UUID | None,
-               queued_at: datetime, permissions: frozenset[str] | set[str]) -> uuid.UUID:
+def create_run(session: Session, **run: Any) -> uuid.UUID:
     """Insert a queued run answering ``request_message_id`` into ``response_message_id``; the caller
-    enqueues it after its transaction commits (never before: a worker must find the row).
+    enqueues it after its transaction commits (never before: a worker must find the row)."""
+    return insert_run(session, new_run(**run))
+
+
+def insert_run(session: Session, row: dict[str, Any]) -> uuid.UUID:
+    """Insert a run row made by new_run (see create_run)."""
+    session.execute(_INSERT_RUN, row)
+    return row["id"]
+
+
+def new_run(*, thread_id: int, user_id: str, request_message_id: uuid.UUID, response_message_id: uuid.UUID,
+            model_id: str | None, workflow_id: uuid.UUID | None, queued_at: datetime,
+            permissions: frozenset[str] | set[str]) -> dict[str, Any]:
+    """The row of a new queued run (create_run inserts it; a post on PostgreSQL inserts it along with
+    its messages, see insert_run_after).
 
     ``permissions`` are the effective permissions of the credential that posted (a token's subset of
     its user's, or a session's full role): stored on the run so the agent, later and elsewhere, uses
     only the tools that credential could (issue 15; shared/tools.py, TOOL_PERMISSIONS)."""
-    run_id = uuid.uuid4()
-    session.execute(_INSERT_RUN, {
-        "id": run_id, "thread_id": thread_id, "user_id": user_id, "request_message_id": request_message_id,
+    return {
+        "id": uuid.uuid4(), "thread_id": thread_id, "user_id": user_id, "request_message_id": request_message_id,
         "response_message_id": response_message_id, "status": Status.QUEUED, "attempts": 0,
         "model_id": model_id, "workflow_id": workflow_id, "queued_at": queued_at,
         "request_id": observed.get("request_id"),  # the POST's X-Request-Id, for the logs of every attempt
         "permissions": sorted(permissions),
-    })
-    return run_id
+    }
+
+
+_NEW_RUN_COLUMNS = ("id", "thread_id", "user_id", "request_message_id", "response_message_id", "status", "attempts",
+                    "model_id", "workflow_id", "queued_at", "request_id", "permissions")
+
+
+def insert_run_after(cte):
+    """PostgreSQL: the run's INSERT carrying ``cte`` (the post's insert of its two messages), so the
+    post stores both messages and the run in one statement (the foreign keys are checked at its
+    end). Its parameters are new_run's, each named ``run_<column>`` (run_params): a parameter named
+    like a column of the table would be added to the INSERT by Core."""
+    return (insert(RUNS).values({name: bindparam(f"run_{name}", type_=RUNS.c[name].type) for name in _NEW_RUN_COLUMNS})
+            .add_cte(cte))
+
+
+def run_params(row: dict[str, Any]) -> dict[str, Any]:
+    return {f"run_{name}": row[name] for name in _NEW_RUN_COLUMNS}
 
 
 def run_for_request(session: Session, request_message_id: uuid.UUID) -> Run | None:
@@ -293,9 +352,10 @@ def run_for_request(session: Session, request_message_id: uuid.UUID) -> Run | No
 # -- execution: the worker and the sweeper ----------------------------------------------------------
 
 
-def _build_claim():
+def _build_claim(now=None, lease_until=None):
     """The claim as one conditional UPDATE: the run is queued (or its lease expired), has attempts
-    left, and no earlier message of its thread is still being answered."""
+    left, and no earlier message of its thread is still being answered. ``now`` and ``lease_until``
+    default to bind parameters (the clock read before it); the one-statement claim passes SQL."""
     earlier_run, earlier_request, own_request = RUNS.alias("earlier_run"), MESSAGES.alias("earlier_request"), \
         MESSAGES.alias("own_request")
     own_seq = (select(own_request.c.seq).where(own_request.c.id == RUNS.c.request_message_id)
@@ -307,7 +367,9 @@ def _build_claim():
                earlier_request.c.seq < own_seq)
         .correlate(RUNS)
     )
-    now = bindparam("now", type_=RUNS.c.started_at.type)
+    if now is None:
+        now = bindparam("now", type_=RUNS.c.started_at.type)
+        lease_until = bindparam("lease_until", type_=RUNS.c.lease_expires_at.type)
     return (
         update(RUNS)
         .where(
@@ -319,9 +381,9 @@ def _build_claim():
             ~predecessor.exists(),
         )
         .values(status=Status.IN_PROGRESS, attempts=RUNS.c.attempts + 1, lease_owner=bindparam("owner"),
-                lease_expires_at=bindparam("lease_until", type_=RUNS.c.lease_expires_at.type), started_at=now)
+                lease_expires_at=lease_until, started_at=now)
         .returning(RUNS.c.attempts, RUNS.c.thread_id, RUNS.c.request_message_id, RUNS.c.response_message_id,
-                   RUNS.c.model_id, RUNS.c.workflow_id, RUNS.c.permissions)
+                   RUNS.c.model_id, RUNS.c.workflow_id, RUNS.c.started_at, RUNS.c.permissions)
     )
 
 
@@ -342,8 +404,66 @@ def _build_prompt_rows():
     )
 
 
+def _build_claim_in_one_statement():
+    """PostgreSQL: the claim, the response message marked in progress and the prompt rows (with the
+    thread and the workflow) as one statement, run in autocommit: one round trip instead of six
+    (BEGIN, the clock, the claim, the mark, the prompt rows, COMMIT). The conditions are those of
+    _build_claim, evaluated in one statement as before; ``clock_timestamp()`` is read once (a
+    materialized CTE), so the lease and ``started_at`` share one reading of the database's clock.
+
+    The data-modifying CTEs see the snapshot the statement started with, as the separate statements
+    did: the prompt rows are the completed messages before the request, untouched by the mark. No
+    row means not claimed; a row with no message id means the request is missing. The user's
+    newest memories come along (memories.newest_as_json), saving the agent its own read. SQLite has no
+    data-modifying CTEs: it keeps the separate statements (no round trips there, it is in process)."""
+    clock = select(func.clock_timestamp().label("now")).cte("claim_clock").prefix_with("MATERIALIZED")
+    now = select(clock.c.now).scalar_subquery()
+    claimed = _build_claim(now, now + bindparam("lease_for", type_=Interval())).cte("claimed")
+    marked = (
+        update(MESSAGES).where(MESSAGES.c.id == claimed.c.response_message_id)
+        .values(status=Status.IN_PROGRESS, updated_at=claimed.c.started_at)
+        .returning(MESSAGES.c.id).cte("marked")
+    )
+    request = MESSAGES.alias("request")
+    request_seq = (select(request.c.seq).where(request.c.id == claimed.c.request_message_id)
+                   .correlate(claimed).scalar_subquery())
+    prompt = (
+        select(MESSAGES.c.id, MESSAGES.c.seq, MESSAGES.c.role, MESSAGES.c.content, MESSAGES.c.context,
+               MESSAGES.c.context_key)
+        .where(MESSAGES.c.thread_id == claimed.c.thread_id, MESSAGES.c.seq <= request_seq,
+               MESSAGES.c.status.in_((Status.COMPLETED, Status.CANCELLED)))
+        .order_by(MESSAGES.c.seq.desc())
+        .limit(HISTORY_LIMIT + 1)
+        .lateral("prompt")
+    )
+    memories = memory_store.newest_as_json(THREADS.c.tenant_id, THREADS.c.user_id,
+                                           bindparam("memory_limit")).lateral("recall")
+    def on_request_row(value, name: str):
+        """The JSON values the job reads from the request's row only: NULL on the history rows, so the
+        driver does not decode them once per row (up to HISTORY_LIMIT times)."""
+        return case((prompt.c.id == claimed.c.request_message_id, value)).label(name)
+
+    return (
+        select(claimed.c.attempts, claimed.c.thread_id, claimed.c.request_message_id,
+               claimed.c.response_message_id, claimed.c.model_id, prompt.c.id, prompt.c.role, prompt.c.content,
+               on_request_row(prompt.c.context, "context"), prompt.c.context_key, THREADS.c.tenant_id,
+               THREADS.c.user_id, on_request_row(THREADS.c.context, "thread_context"), WORKFLOWS.c.system_prompt,
+               on_request_row(WORKFLOWS.c.tools, "workflow_tools"), WORKFLOWS.c.id.label("found_workflow_id"),
+               on_request_row(memories.c.memories, "memories"), on_request_row(claimed.c.permissions, "permissions"))
+        .select_from(
+            claimed.join(THREADS, THREADS.c.id == claimed.c.thread_id)
+            .join(memories, true())
+            .outerjoin(prompt, true())
+            .outerjoin(WORKFLOWS, WORKFLOWS.c.id == claimed.c.workflow_id)
+        )
+        .order_by(prompt.c.seq.desc())
+        .add_cte(marked)
+    )
+
+
 _CLAIM = _build_claim()
 _PROMPT_ROWS = _build_prompt_rows()
+_CLAIM_IN_ONE_STATEMENT = _build_claim_in_one_statement()
 _MARK_IN_PROGRESS = (
     update(MESSAGES).where(MESSAGES.c.id == bindparam("message_id"))
     .values(status=Status.IN_PROGRESS, updated_at=bindparam("now", type_=MESSAGES.c.updated_at.type))
@@ -371,8 +491,26 @@ def database_now(session: Session) -> datetime:
 def claim(run_id: uuid.UUID, owner: str) -> RunJob | None:
     """Take the run if it is queued (or its lease expired) and its turn has come; None otherwise.
 
-    Three statements in one transaction (after reading the database's clock): the conditional
-    claim, the response message marked in progress, and the request with its history and thread."""
+    On PostgreSQL one statement in autocommit (_build_claim_in_one_statement); elsewhere three in
+    one transaction (after reading the database's clock): the conditional claim, the response
+    message marked in progress, and the request with its history and thread."""
+    if engine().dialect.name == "postgresql":
+        with one_statement() as session:
+            rows = session.execute(_CLAIM_IN_ONE_STATEMENT, {
+                "run_id": run_id, "max_attempts": settings.run_max_attempts, "owner": owner,
+                "lease_for": timedelta(seconds=settings.lease_seconds),
+                "memory_limit": max(settings.memory_prompt_limit, 0) + 1,
+            }).all()
+        if not rows:
+            with transaction() as session:
+                _fail_if_out_of_attempts(session, run_id, database_now(session))
+            return None
+        claimed = rows[0]
+        workflow = (SimpleNamespace(system_prompt=claimed.system_prompt, tools=claimed.workflow_tools)
+                    if claimed.found_workflow_id is not None else None)
+        job = _job(run_id, owner, claimed, [row for row in rows if row.id is not None], workflow)
+        job.newest_memories = memory_store.views_from_json(claimed.memories)
+        return job
     with transaction() as session:
         now = database_now(session)
         claimed = session.execute(_CLAIM, {
@@ -386,24 +524,30 @@ def claim(run_id: uuid.UUID, owner: str) -> RunJob | None:
         rows = session.execute(
             _PROMPT_ROWS, {"request_id": claimed.request_message_id, "thread_id": claimed.thread_id}
         ).all()
-        if not rows or rows[0].id != claimed.request_message_id:  # user messages are stored completed
-            raise RuntimeError(f"run {run_id}: its request message is missing")
-        request, history = rows[0], rows[1:]
         workflow = session.get(Workflow, claimed.workflow_id) if claimed.workflow_id else None
-        return RunJob(
-            run_id=run_id, attempt=claimed.attempts, owner=owner, thread_id=claimed.thread_id,
-            tenant_id=request.tenant_id, user_id=request.user_id, model_id=claimed.model_id,
-            request_message_id=request.id, response_message_id=claimed.response_message_id, content=request.content,
-            context=request.context if request.context is not None else request.thread_context,
-            context_key=request.context_key,
-            history=[{"role": m.role, "content": m.content} for m in reversed(history) if m.content],
-            system_prompt=workflow.system_prompt if workflow else None,
-            allowed_tools=list(workflow.tools) if workflow and workflow.tools is not None else None,
-            # NULL: stored before the column existed; such a run gets only the one permission its post
-            # certainly held (LEGACY_RUN_PERMISSIONS), never more than a token might have had.
-            permissions=(frozenset(claimed.permissions) if claimed.permissions is not None
-                         else LEGACY_RUN_PERMISSIONS),
-        )
+        return _job(run_id, owner, claimed, rows, workflow)
+
+
+def _job(run_id: uuid.UUID, owner: str, claimed, rows, workflow) -> RunJob:
+    """The RunJob from the claimed run, its prompt rows (the request first, then its history newest
+    first) and its workflow (None without one)."""
+    if not rows or rows[0].id != claimed.request_message_id:  # user messages are stored completed
+        raise RuntimeError(f"run {run_id}: its request message is missing")
+    request, history = rows[0], rows[1:]
+    return RunJob(
+        run_id=run_id, attempt=claimed.attempts, owner=owner, thread_id=claimed.thread_id,
+        tenant_id=request.tenant_id, user_id=request.user_id, model_id=claimed.model_id,
+        request_message_id=request.id, response_message_id=claimed.response_message_id, content=request.content,
+        context=request.context if request.context is not None else request.thread_context,
+        context_key=request.context_key,
+        history=[{"role": m.role, "content": m.content} for m in reversed(history) if m.content],
+        system_prompt=workflow.system_prompt if workflow else None,
+        allowed_tools=list(workflow.tools) if workflow and workflow.tools is not None else None,
+        # NULL: stored before the column existed; such a run gets only the one permission its post
+        # certainly held (LEGACY_RUN_PERMISSIONS), never more than a token might have had.
+        permissions=(frozenset(claimed.permissions) if claimed.permissions is not None
+                     else LEGACY_RUN_PERMISSIONS),
+    )
 
 
 def _fail_if_out_of_attempts(session, run_id: uuid.UUID, now: datetime) -> None:
@@ -440,24 +584,98 @@ _WRITE_ANSWER = (
 # A cancel requested while the run was in progress wins over the worker's own outcome: the run ends
 # cancelled even if the worker finished its text in the meantime (the cancel has already been
 # answered "requested", so it must not be contradicted).
-_END_RUN = (
-    update(RUNS)
-    .where(RUNS.c.id == bindparam("run_id"), RUNS.c.lease_owner == bindparam("owner"),
-           RUNS.c.status == Status.IN_PROGRESS)
-    .values({**{column: bindparam(f"new_{column}", type_=RUNS.c[column].type)
-                for column in ("finished_at", "usage", "error")},
-             "status": case((RUNS.c.cancel_requested_at.is_not(None), Status.CANCELLED),
-                            else_=bindparam("new_status", type_=RUNS.c.status.type)),
-             "lease_expires_at": None})
-    .returning(RUNS.c.attempts, RUNS.c.status)
-)
-_NEXT_QUEUED = (
-    select(RUNS.c.id)
-    .join(MESSAGES, MESSAGES.c.id == RUNS.c.request_message_id)
-    .where(RUNS.c.thread_id == bindparam("thread_id"), RUNS.c.status == Status.QUEUED)
-    .order_by(MESSAGES.c.seq)
-    .limit(1)
-)
+def _build_end_run(finished_at=None):
+    """The lease-conditional end of a run; ``finished_at`` defaults to a bind parameter."""
+    if finished_at is None:
+        finished_at = bindparam("new_finished_at", type_=RUNS.c.finished_at.type)
+    return (
+        update(RUNS)
+        .where(RUNS.c.id == bindparam("run_id"), RUNS.c.lease_owner == bindparam("owner"),
+               RUNS.c.status == Status.IN_PROGRESS)
+        .values({**{column: bindparam(f"new_{column}", type_=RUNS.c[column].type) for column in ("usage", "error")},
+                 "finished_at": finished_at,
+                 "status": case((RUNS.c.cancel_requested_at.is_not(None), Status.CANCELLED),
+                                else_=bindparam("new_status", type_=RUNS.c.status.type)),
+                 "lease_expires_at": None})
+        .returning(RUNS.c.id, RUNS.c.attempts, RUNS.c.status, RUNS.c.finished_at, RUNS.c.thread_id,
+                   RUNS.c.request_message_id, RUNS.c.response_message_id)
+    )
+
+
+_END_RUN = _build_end_run()
+def _build_next_queued(thread_id=None):
+    """The thread's next queued run (in message order)."""
+    return (
+        select(RUNS.c.id)
+        .join(MESSAGES, MESSAGES.c.id == RUNS.c.request_message_id)
+        .where(RUNS.c.thread_id == (thread_id if thread_id is not None else bindparam("thread_id")),
+               RUNS.c.status == Status.QUEUED)
+        .order_by(MESSAGES.c.seq)
+        .limit(1)
+    )
+
+
+_NEXT_QUEUED = _build_next_queued()
+
+
+STEPS = RunStep.__table__
+_STEP_COLUMNS = ("index", "kind", "name", "arguments", "output", "status", "usage", "started_at", "finished_at")
+
+
+def _build_finish_in_one_statement():
+    """PostgreSQL: finish() as one statement in autocommit, one round trip instead of seven (BEGIN,
+    the clock, the run's end, the answer, the steps, the next queued run, COMMIT), and the webhook
+    deliveries of the run's end (webhooks.insert_deliveries_after) instead of a read after it. Each write is a
+    data-modifying CTE that joins ``ended`` (the lease-conditional end of the run, _END_RUN), so
+    nothing is written unless this worker still held the run: the same all-or-nothing as the
+    transaction it replaces. The steps arrive as one JSON array (``jsonb_to_recordset``), so the
+    statement's text does not depend on how many there are. The next queued run is read in the
+    statement's snapshot, as the separate look-up after the update read it in the transaction's.
+    (No bind parameter is named like a column of a table it updates: Core would add it to the SET.)"""
+    clock = select(func.clock_timestamp().label("now")).cte("finish_clock").prefix_with("MATERIALIZED")
+    ended = _build_end_run(select(clock.c.now).scalar_subquery()).cte("ended")
+    answer = (
+        update(MESSAGES).where(MESSAGES.c.id == ended.c.response_message_id)
+        .values({**{column: bindparam(f"new_{column}", type_=MESSAGES.c[column].type)
+                    for column in ("content", "citations", "updated_context", "is_error")},
+                 "status": ended.c.status, "updated_at": ended.c.finished_at})
+        .returning(MESSAGES.c.id).cte("answer")
+    )
+    context = (  # only when a tool changed the context (see _write_answer)
+        update(THREADS).where(THREADS.c.id == ended.c.thread_id, bindparam("write_context", type_=Boolean))
+        .values(context=bindparam("new_thread_context", type_=THREADS.c.context.type))
+        .returning(THREADS.c.id).cte("new_context")
+    )
+    types = {"index": Integer(), "kind": String(), "name": String(), "arguments": JSONB(), "output": Text(),
+             "status": String(), "usage": JSONB(), "started_at": DateTime(timezone=True),
+             "finished_at": DateTime(timezone=True)}
+    step = (func.jsonb_to_recordset(bindparam("steps", type_=JSONB()))
+            .table_valued(*(column(name, types[name]) for name in _STEP_COLUMNS))
+            .render_derived(name="step", with_types=True))
+    steps = (
+        insert(STEPS)
+        .from_select(["run_id", "attempt", *_STEP_COLUMNS],
+                     select(bindparam("run_id", type_=RUNS.c.id.type), ended.c.attempts,
+                            *(step.c[name] for name in _STEP_COLUMNS)).select_from(ended).join(step, true()))
+        .returning(STEPS.c.id).cte("steps")
+    )
+    deliveries = webhooks.insert_deliveries_after(ended).cte("deliveries")
+    return (
+        select(ended.c.attempts, ended.c.status,
+               _build_next_queued(ended.c.thread_id).correlate(ended).scalar_subquery().label("next_run"),
+               select(func.array_agg(deliveries.c.id)).scalar_subquery().label("deliveries"))
+        .select_from(ended)
+        .add_cte(answer, context, steps)
+    )
+
+
+_FINISH_IN_ONE_STATEMENT = _build_finish_in_one_statement()
+
+
+def _steps_json(steps: list[StepRecord]) -> list[dict[str, Any]]:
+    return [{"index": s.index, "kind": s.kind, "name": s.name, "arguments": s.arguments, "output": s.output,
+             "status": str(s.status), "usage": s.usage, "started_at": s.started_at.isoformat(),
+             "finished_at": s.finished_at.isoformat()} for s in steps]
 
 
 def _write_answer(session, *, run_id: uuid.UUID, attempt: int, thread_id: int, response_message_id: uuid.UUID,
@@ -505,18 +723,37 @@ class Finished:
 
     next_run: uuid.UUID | None
     status: Status = Status.COMPLETED
+    deliveries: list[uuid.UUID] = field(default_factory=list)  # webhook deliveries to send after the commit
 
 
 def finish(job: RunJob, outcome: Outcome) -> Finished | None:
     """Store the answer if this worker still holds the lease; None means someone else owns the run now
     (or a rollback deleted it).
 
-    One transaction: the lease-conditional run update (which yields ``cancelled`` when a cancel was
-    requested meanwhile, see _END_RUN), the answer, and the look-up of the thread's next queued message."""
+    All or nothing: the lease-conditional run update (which yields ``cancelled`` when a cancel was
+    requested meanwhile, see _END_RUN), the answer, the steps and the look-up of the thread's next
+    queued message; on PostgreSQL as one statement (_build_finish_in_one_statement), elsewhere as
+    one transaction."""
     if outcome.cancelled:
         status = Status.CANCELLED
     else:
         status = Status.FAILED if outcome.is_error else Status.COMPLETED
+    if engine().dialect.name == "postgresql":
+        with one_statement() as session:
+            ended = session.execute(_FINISH_IN_ONE_STATEMENT, {
+                "run_id": job.run_id, "owner": job.owner, "new_status": status, "new_usage": outcome.usage,
+                "new_error": outcome.error, "new_content": outcome.content,
+                "new_citations": outcome.citations, "new_updated_context": outcome.updated_context,
+                "new_is_error": outcome.is_error,
+                "write_context": bool(outcome.context_changed and outcome.updated_context is not None),
+                "new_thread_context": outcome.updated_context, "steps": _steps_json(outcome.steps),
+                "webhook_timestamp": utcnow().isoformat(), "webhook_now": utcnow(),
+            }).first()
+        if ended is not None:
+            return Finished(next_run=ended.next_run, status=ended.status, deliveries=list(ended.deliveries or []))
+        with transaction() as session:
+            _keep_steps_after_cancel(session, job, outcome)
+        return None
     with transaction() as session:
         now = database_now(session)
         ended = session.execute(_END_RUN, {
@@ -528,7 +765,8 @@ def finish(job: RunJob, outcome: Outcome) -> Finished | None:
             return None
         _write_answer(session, run_id=job.run_id, attempt=ended.attempts, thread_id=job.thread_id,
                       response_message_id=job.response_message_id, outcome=outcome, status=ended.status, now=now)
-        return Finished(next_run=session.scalar(_NEXT_QUEUED, {"thread_id": job.thread_id}), status=ended.status)
+        return Finished(next_run=session.scalar(_NEXT_QUEUED, {"thread_id": job.thread_id}), status=ended.status,
+                        deliveries=webhooks.record_run_ended(session, job.run_id))
 
 
 def _keep_steps_after_cancel(session, job: RunJob, outcome: Outcome) -> None:

@@ -2,8 +2,9 @@
 
 - Subscriptions belong to a tenant (``flask --app api webhooks create|list|delete``); each has a URL,
   the events it wants and a secret (``whsec_`` + base64, shown once at creation).
-- When a worker ends a run, ``record_run_ended`` writes one delivery row per matching subscription (in
-  one transaction) and the worker sends a ``deliver_webhook`` task for each after the commit.
+- When a worker ends a run, one delivery row per matching subscription is written with the run's end
+  (in its statement on PostgreSQL, ``insert_deliveries_after``; in its transaction elsewhere,
+  ``record_run_ended``) and the worker sends a ``deliver_webhook`` task for each after the commit.
 - A delivery is signed as the Standard Webhooks specification describes: headers ``webhook-id`` (the
   delivery id, the same on every attempt, so receivers can drop duplicates), ``webhook-timestamp``
   (Unix seconds of this attempt) and ``webhook-signature: v1,<base64 HMAC-SHA256 of
@@ -29,7 +30,9 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import httpx
-from sqlalchemy import select
+from sqlalchemy import String, bindparam, case, func, insert, literal, select, type_coerce
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import Session
 
 from shared import netguard
 from shared.config import settings
@@ -104,30 +107,60 @@ def list_deliveries(tenant_name: str, status: str | None = None, limit: int = 50
 
 # -- recording and sending --------------------------------------------------------------------------
 
-def record_run_ended(run_id: uuid.UUID) -> list[uuid.UUID]:
-    """One pending delivery per subscription of the run's tenant that wants its event; their ids, for
-    the caller to send after this commits. A run still active (or unknown) records nothing."""
-    with transaction() as session:
-        row = session.execute(
-            select(Run.status, Run.response_message_id, Run.request_message_id, Thread.public_id, Thread.id,
-                   Thread.tenant_id)
-            .join(Thread, Thread.id == Run.thread_id).where(Run.id == run_id)
-        ).first()
-        if row is None or (event := EVENT_FOR_STATUS.get(row.status)) is None:
-            return []
-        subscriptions = session.scalars(
-            select(WebhookSubscription).where(WebhookSubscription.tenant_id == row.tenant_id)).all()
-        wanted = [s for s in subscriptions if str(event) in (s.events or [])]
-        if not wanted:
-            return []
-        payload = {"type": str(event), "timestamp": utcnow().isoformat(), "data": {
-            "run_id": str(run_id), "status": str(row.status), "thread_id": str(row.public_id),
-            "thread_number": row.id, "message_id": str(row.response_message_id),
-            "request_message_id": str(row.request_message_id), "tenant_id": str(row.tenant_id)}}
-        deliveries = [WebhookDelivery(subscription_id=s.id, event=str(event), payload=payload) for s in wanted]
-        session.add_all(deliveries)
-        session.flush()
-        return [d.id for d in deliveries]
+def record_run_ended(session: Session, run_id: uuid.UUID) -> list[uuid.UUID]:
+    """One pending delivery per subscription of the run's tenant that wants its event, written in the
+    caller's transaction (the one that ends the run, runs.finish); their ids, for the caller to send
+    after it commits. A run still active (or unknown) records nothing. On PostgreSQL the run's end
+    writes them in its own statement instead (insert_deliveries_after)."""
+    row = session.execute(
+        select(Run.status, Run.response_message_id, Run.request_message_id, Thread.public_id, Thread.id,
+               Thread.tenant_id)
+        .join(Thread, Thread.id == Run.thread_id).where(Run.id == run_id)
+    ).first()
+    if row is None or (event := EVENT_FOR_STATUS.get(row.status)) is None:
+        return []
+    subscriptions = session.scalars(
+        select(WebhookSubscription).where(WebhookSubscription.tenant_id == row.tenant_id)).all()
+    wanted = [s for s in subscriptions if str(event) in (s.events or [])]
+    if not wanted:
+        return []
+    payload = {"type": str(event), "timestamp": utcnow().isoformat(), "data": {
+        "run_id": str(run_id), "status": str(row.status), "thread_id": str(row.public_id),
+        "thread_number": row.id, "message_id": str(row.response_message_id),
+        "request_message_id": str(row.request_message_id), "tenant_id": str(row.tenant_id)}}
+    deliveries = [WebhookDelivery(subscription_id=s.id, event=str(event), payload=payload) for s in wanted]
+    session.add_all(deliveries)
+    session.flush()
+    return [d.id for d in deliveries]
+
+
+def insert_deliveries_after(ended):
+    """PostgreSQL: record_run_ended as an INSERT for a CTE of the statement that ends the run
+    (runs._build_finish_in_one_statement), so the deliveries are written atomically with the run's end
+    and cost no round trip of their own (most tenants subscribe to nothing: then it inserts no row).
+    ``ended`` returns the run's id, status, thread_id, request_message_id and response_message_id; the
+    payload's timestamp is the ``webhook_timestamp`` parameter (ISO 8601, as record_run_ended writes it)."""
+    threads, subscriptions = Thread.__table__, WebhookSubscription.__table__
+    event = case({status: str(event) for status, event in EVENT_FOR_STATUS.items()}, value=ended.c.status)
+    payload = func.jsonb_build_object(
+        "type", event, "timestamp", bindparam("webhook_timestamp", type_=String()),
+        "data", func.jsonb_build_object(
+            "run_id", ended.c.id, "status", ended.c.status, "thread_id", threads.c.public_id,
+            "thread_number", threads.c.id, "message_id", ended.c.response_message_id,
+            "request_message_id", ended.c.request_message_id, "tenant_id", threads.c.tenant_id))
+    now = bindparam("webhook_now", type_=WebhookDelivery.__table__.c.created_at.type)
+    rows = (
+        select(func.gen_random_uuid(), subscriptions.c.id, event, payload, literal(str(DeliveryStatus.PENDING)),
+               literal(0), now, now)
+        .select_from(ended)
+        .join(threads, threads.c.id == ended.c.thread_id)
+        .join(subscriptions, subscriptions.c.tenant_id == threads.c.tenant_id)
+        .where(type_coerce(subscriptions.c.events, JSONB).contains(func.jsonb_build_array(event)))
+    )
+    return (insert(WebhookDelivery.__table__)
+            .from_select(["id", "subscription_id", "event", "payload", "status", "attempts", "created_at",
+                          "updated_at"], rows, include_defaults=False)
+            .returning(WebhookDelivery.__table__.c.id))
 
 
 def _key(secret: str) -> bytes:

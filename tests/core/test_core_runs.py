@@ -194,3 +194,54 @@ def test_a_finished_answer_is_read_back_with_its_steps(principal, thread):
     listed, total, by_message = messages.list_messages(principal, thread.id)
     assert total == 2 and [m.status for m in listed] == [Status.COMPLETED, Status.COMPLETED]
     assert list(by_message) == [exchange.response.id]
+
+
+def test_the_claim_brings_the_users_own_newest_memories_for_the_prompt(principal, thread, make_principal, set_settings,
+                                                                       monkeypatch):
+    """On PostgreSQL the claim reads the memories along with the run; the agent recalls from them what
+    memories.recall would have read itself (the owner's only, newest first, the search when more)."""
+    from shared.services import memories
+    from worker.agent import loop
+
+    monkeypatch.setattr(loop, "settings", set_settings(memory_prompt_limit=2))
+    other = make_principal(tenant=None)
+    memories.save(other.tenant_id, other.user_id, "someone else's secret")
+    for fact in ("likes tea", "lives in Oslo", "works nights"):
+        memories.save(principal.tenant_id, principal.user_id, fact)
+    exchange = post_user_message(principal, thread.id, content="where do I live")
+
+    job = runs.claim(exchange.run_id, "worker-a")
+
+    if job.newest_memories is not None:  # PostgreSQL
+        assert [m.content for m in job.newest_memories] == [
+            m.content for m in memories.recent(principal.tenant_id, principal.user_id, 3)]
+    expected = memories.recall(principal.tenant_id, principal.user_id, "where do I live", 2)
+    assert loop.recall_memories(job) == expected and len(expected) == 2
+    assert "lives in Oslo" in expected and "someone else's secret" not in expected
+
+
+def test_the_runs_end_records_the_webhook_deliveries_its_tenant_subscribed_to(connection, principal, thread):
+    """Written with the run's end (one statement on PostgreSQL), returned for the worker to send."""
+    from shared.models import Tenant, WebhookDelivery
+    from shared.models import Thread as ThreadModel
+    from shared.services import webhooks
+
+    tenant = connection.scalar(select(Tenant.name).where(Tenant.id == principal.tenant_id))
+    wanted = webhooks.create_subscription(tenant, "https://example.com/hook", ["run.completed"])
+    webhooks.create_subscription(tenant, "https://example.com/other", ["run.failed"])
+    exchange = post_user_message(principal, thread.id, content="hello")
+    job = runs.claim(exchange.run_id, "worker-a")
+
+    finished = runs.finish(job, Outcome(content="hi"))
+
+    assert len(finished.deliveries) == 1
+    delivery = connection.execute(select(WebhookDelivery.__table__).where(
+        WebhookDelivery.__table__.c.id == finished.deliveries[0])).one()
+    public_id = connection.scalar(select(ThreadModel.public_id).where(ThreadModel.id == thread.id))
+    assert (delivery.subscription_id, delivery.event, delivery.status, delivery.attempts) == (
+        wanted.id, "run.completed", "pending", 0)
+    assert delivery.payload["type"] == "run.completed" and delivery.payload["timestamp"]
+    assert delivery.payload["data"] == {
+        "run_id": str(exchange.run_id), "status": "completed", "thread_id": str(public_id),
+        "thread_number": thread.id, "message_id": str(exchange.response.id),
+        "request_message_id": str(exchange.request.id), "tenant_id": str(principal.tenant_id)}

@@ -363,8 +363,8 @@ def test_a_post_only_token_reads_nothing_through_the_assistant(agent_world, dial
     assert (step["name"], step["status"]) == (name, "failed") and f"lacks the permission {lacking}" in step["output"]
     leaked = [s for s in (SECRET_TITLE, SECRET_TEXT, SECRET_MEMORY) if s in response.text + json.dumps(answer)]
     assert not leaked, f"{dialect} {case}: the answer leaks {leaked}"
-    assert [m.content for m in memories.recent(agent_world.owner_tenant, agent_world.owner.id)] == [
-        f"my {SECRET_MEMORY} is kept here"]  # nothing saved, nothing deleted
+    assert sorted(m.content for m in memories.recent(agent_world.owner_tenant, agent_world.owner.id)) == [
+        f"my {SECRET_MEMORY} is kept here", SECRET_MEMORY]  # the world's two: nothing saved, nothing deleted
 
 
 # -- secrets at rest and in the logs ------------------------------------------------------------------

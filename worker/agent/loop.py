@@ -231,6 +231,9 @@ def recall_memories(job: RunJob) -> list[str]:
     if missing_permissions(ToolName.SEARCH_MEMORIES, job.permissions):
         return []
     try:
+        if job.newest_memories is not None:  # read by the claim (PostgreSQL)
+            return memory_store.recall_from(job.newest_memories, job.tenant_id, job.user_id, job.content,
+                                            settings.memory_prompt_limit)
         return memory_store.recall(job.tenant_id, job.user_id, job.content, settings.memory_prompt_limit)
     except Exception:  # noqa: BLE001 - memories improve an answer; their absence must not stop it
         log.warning("run %s: could not recall memories", job.run_id, exc_info=True)
