@@ -50,6 +50,14 @@ SIZES = {
     "long_s": _num("BENCH_LONG_DURATION", 12, 6),
     "recipe_concurrency": int(_num("BENCH_RECIPE_CONCURRENCY", 2, 2)),
 }
+# BENCH_ONLY=4,6: only those scenarios (1-7), e.g. to look into one; the default runs them all.
+ONLY = {x.strip() for x in os.environ.get("BENCH_ONLY", "").split(",") if x.strip()}
+
+
+def wanted(number: int) -> bool:
+    return not ONLY or str(number) in ONLY
+
+
 WORKER_PROCESSES = int(os.environ.get("BENCH_WORKERS", "2"))
 S3_WAIT = 20  # both systems: a client gives up after 20 s (the recipe answers 504, Threadline 201 queued)
 
@@ -309,7 +317,7 @@ class Bench:
             "rate_per_s": round(sum(1 for t in raw["completed_at"] if t <= raw["duration"]) / raw["duration"], 1),
             "p50_ms": ms(percentile(latencies, 50)), "p99_ms": ms(percentile(latencies, 99)),
             "cpu_s": seconds, "cpu_ms_per_answer": cpu.per_answer_ms(seconds, answers),
-            "raw": {k: raw[k] for k in ("answers", "cancels")},
+            "raw": {k: raw[k] for k in ("answers", "cancels", "finished_first")},
         }
         log(f"    -> {summary['messages']} answers, {summary['errors']} errors, {summary['rate_per_s']} msg/s, "
             f"p50 {summary['p50_ms']} ms, CPU {summary['cpu_ms_per_answer']['total']} ms per answer")
@@ -341,8 +349,29 @@ class Bench:
         scenarios = self.results["scenarios"]
         short, long_ = SIZES["short_s"], SIZES["long_s"]
 
-        log("\n== scenario 1: pollable POST (wait=0), model 0 s ==")
         self.set_model(0)
+        if wanted(1):
+            self.scenario_1(floor_ms, short)
+        if wanted(2):
+            self.scenario_2(floor_sum, short)
+        if wanted(3):
+            self.scenario_3(long_)
+        self.set_model(0)
+        if wanted(4):
+            scenarios["4_waiting"] = self.waiting(SIZES["s4_clients"])
+        scenarios["5_memory"] = {"api_process_mb": self.rss_mb("api"), "worker_process_mb": self.rss_mb("worker")}
+        if wanted(6):
+            log("\n== scenario 6: streaming (issue 12) ==")
+            scenarios["6_streaming"] = self.streaming(SIZES["stream_clients"], 8 if QUICK else 15)
+        if wanted(7):
+            log("\n== scenario 7: cancel latency (issue 13) ==")
+            scenarios["7_cancel"] = self.cancelling(SIZES["cancel_clients"], SIZES["stream_clients"] // 2,
+                                                    6 if QUICK else 10)
+        return self.results
+
+    def scenario_1(self, floor_ms: dict, short: float) -> None:
+        log("\n== scenario 1: pollable POST (wait=0), model 0 s ==")
+        scenarios = self.results["scenarios"]
         single = self.both("S1 single", 1, short, wait=0)
         steps = [self.both(f"S1 step {c}", c, short, wait=0) for c in SIZES["s1_steps"]]
         scenarios["1_pollable_post"] = {
@@ -354,13 +383,17 @@ class Bench:
             "recipe_p50_vs_bare_flask": round(single["recipe"]["p50_ms"] / floor_ms["bare_flask_ms"], 2),
         }
 
+    def scenario_2(self, floor_sum: float, short: float) -> None:
         log("\n== scenario 2: wait mode, model 0 s ==")
+        scenarios = self.results["scenarios"]
         rows = [self.both(f"S2 {c}", c, short, wait=60) for c in SIZES["s2_clients"]]
         for row in rows:
             row["p50_over_floor_ms"] = round(row["threadline"]["p50_ms"] - floor_sum, 1) if row["threadline"]["p50_ms"] else None
         scenarios["2_wait_zero_latency"] = rows
 
+    def scenario_3(self, long_: float) -> None:
         log("\n== scenario 3: wait mode, model 1 s ==")
+        scenarios = self.results["scenarios"]
         self.set_model(1.0)
         rows = []
         for c in SIZES["s3_clients"]:
@@ -371,16 +404,7 @@ class Bench:
             row["p99_above_model_ms"] = round(t["p99_ms"] - 1000, 1) if t["p99_ms"] else None
             rows.append(row)
         scenarios["3_wait_1s_latency"] = rows
-
         self.set_model(0)
-        scenarios["4_waiting"] = self.waiting(SIZES["s4_clients"])
-        scenarios["5_memory"] = {"api_process_mb": self.rss_mb("api"), "worker_process_mb": self.rss_mb("worker")}
-
-        log("\n== scenario 6: streaming (issue 12) ==")
-        scenarios["6_streaming"] = self.streaming(SIZES["stream_clients"], 8 if QUICK else 15)
-        log("\n== scenario 7: cancel latency (issue 13) ==")
-        scenarios["7_cancel"] = self.cancelling(SIZES["cancel_clients"], SIZES["stream_clients"] // 2, 6 if QUICK else 10)
-        return self.results
 
     def waiting(self, clients: int) -> dict:
         """``clients`` clients posting once and waiting at the same time on one API host: the workers
@@ -399,7 +423,8 @@ class Bench:
             queued = self.active_runs(("queued",)) - queued_before
             if queued != last:
                 last, steady_since = queued, time.monotonic()
-            if queued >= clients or time.monotonic() - steady_since > 10 or proc.poll() is not None:
+            # every client posted, or the count stopped growing for 15 s once some had (the rest failed)
+            if queued >= clients or (queued > 0 and time.monotonic() - steady_since > 15) or proc.poll() is not None:
                 break
             time.sleep(1)
         posted_s = time.monotonic() - started
@@ -437,9 +462,9 @@ class Bench:
 
     def cancelling(self, cancel_clients: int, load_clients: int, duration: float) -> dict:
         """``cancel_clients`` clients stop each answer at its first delta while ``load_clients`` others
-        stream (a slow model: 20 tokens/s after 0.3 s): cancel → stored (the cancel's 200, status
-        cancelled) and cancel → the stream's run.cancelled."""
-        self.set_model(0, 20, 0.3)
+        stream (a slow model: 10 tokens/s after 0.3 s, ~8 s an answer, so the cancel lands mid-stream):
+        cancel → stored (the cancel's 200, status cancelled) and cancel → the stream's run.cancelled."""
+        self.set_model(0, 10, 0.3)
         raw = self.load(self.threadline, "S7 cancel", cancel_clients + load_clients, duration, mode="stream",
                         cancel_clients=cancel_clients, content=self.STREAM_TEXT)
         self._try_drain(self.threadline, 120)
@@ -447,7 +472,8 @@ class Bench:
         cancels = raw["raw"]["cancels"]
         return {
             "cancel_clients": cancel_clients, "streaming_clients": load_clients, "cancels": len(cancels),
-            "streamed_answers": len(raw["raw"]["answers"]), "errors": raw["errors"], "error_kinds": raw["error_kinds"],
+            "streamed_answers": len(raw["raw"]["answers"]), "finished_before_cancel": raw["raw"]["finished_first"],
+            "errors": raw["errors"], "error_kinds": raw["error_kinds"],
             "stored_p50_ms": ms(percentile([c["stored_s"] for c in cancels], 50)),
             "stored_p99_ms": ms(percentile([c["stored_s"] for c in cancels], 99)),
             "stream_end_p50_ms": ms(percentile([c["stream_end_s"] for c in cancels], 50)),

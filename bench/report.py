@@ -46,19 +46,16 @@ def table(results: dict) -> str:
         t, r = dict(p["threadline"]), dict(p["recipe"])
         if not cpu:
             t["cpu_ms_per_answer"] = r["cpu_ms_per_answer"] = None
-        row(name, "Threadline", t, f"rate {p['rate_ratio']}x, p50 {p['p50_ratio']}x the recipe" + (f"; {note}" if note else ""))
+        ratio = f"{p['rate_ratio']}x" if p["rate_ratio"] is not None else "- (recipe 0)"
+        row(name, "Threadline", t, f"rate {ratio}, p50 {p['p50_ratio']}x the recipe" + (f"; {note}" if note else ""))
         row("", "recipe", r)
 
-    s1 = s["1_pollable_post"]
-    pair("1 pollable POST (wait=0)", s1["single_client"],
-         f"p50 = {s1['p50_vs_bare_flask']}x bare Flask (recipe {s1['recipe_p50_vs_bare_flask']}x)", cpu=False)
-    for p in s1["steps"]:
-        pair("1 pollable POST, rate step", p, cpu=False)
-    best = s1["max_rate_without_errors"]
-    lines.append(f"{'':<28}max rate without errors: Threadline {best['threadline']} msg/s, recipe {best['recipe']} msg/s")
-    for p in s["2_wait_zero_latency"]:
+    s1 = s.get("1_pollable_post")
+    if s1:
+        _s1(s1, pair, lines)
+    for p in s.get("2_wait_zero_latency", []):
         pair("2 wait, model 0 s", p)
-    for p in s["3_wait_1s_latency"]:
+    for p in s.get("3_wait_1s_latency", []):
         pair("3 wait, model 1 s", p, f"{p['of_ideal']:.0%} of ideal, p99 +{p['p99_above_model_ms']} ms over model")
     s4 = s.get("4_waiting")
     if s4:
@@ -66,6 +63,8 @@ def table(results: dict) -> str:
             f"{s4['queued_at_peak']} queued and {s4['connections_at_peak']} connections open at the peak; "
             f"API +{s4['api_kb_per_waiting_client']} KB per waiting client")
     m = s["5_memory"]
+    if s4 and s4.get("error_kinds"):
+        lines.append(f"{'':<28}S4 errors: {s4['error_kinds']}")
     lines.append(f"5 memory: API processes {m['api_process_mb']} MB, worker {m['worker_process_mb']} MB")
     if st := s.get("6_streaming"):
         lines.append(
@@ -76,13 +75,22 @@ def table(results: dict) -> str:
     if c := s.get("7_cancel"):
         lines.append(
             f"7 cancel: {c['cancels']} cancels by {c['cancel_clients']} clients beside {c['streaming_clients']} streams "
-            f"({c['streamed_answers']} answers), {c['errors']} errors {c['error_kinds'] or ''}; cancel -> stored p50 "
+            f"({c['streamed_answers']} answers; {c.get('finished_before_cancel', 0)} answers ended before their cancel), {c['errors']} errors {c['error_kinds'] or ''}; cancel -> stored p50 "
             f"{c['stored_p50_ms']} / p99 {c['stored_p99_ms']} ms; cancel -> run.cancelled on the stream p50 "
             f"{c['stream_end_p50_ms']} / p99 {c['stream_end_p99_ms']} ms")
     lines += ["", "CPU ms per answer, by process:"] + cpu_table(results)
     for note in results.get("notes", []):
         lines.append(f"note: {note}")
     return "\n".join(lines)
+
+
+def _s1(s1: dict, pair, lines: list[str]) -> None:
+    pair("1 pollable POST (wait=0)", s1["single_client"],
+         f"p50 = {s1['p50_vs_bare_flask']}x bare Flask (recipe {s1['recipe_p50_vs_bare_flask']}x)", cpu=False)
+    for p in s1["steps"]:
+        pair("1 pollable POST, rate step", p, cpu=False)
+    best = s1["max_rate_without_errors"]
+    lines.append(f"{'':<28}max rate without errors: Threadline {best['threadline']} msg/s, recipe {best['recipe']} msg/s")
 
 
 def cpu_rows(results: dict) -> list[tuple[str, dict]]:
@@ -110,7 +118,10 @@ def cpu_table(results: dict) -> list[str]:
     return lines
 
 
-def chart(results: dict, path: Path) -> None:
+def chart(results: dict, path: Path) -> bool:
+    """The wait-mode scenarios' latency and throughput; False (no file) when neither ran."""
+    if not results["scenarios"].get("2_wait_zero_latency") and not results["scenarios"].get("3_wait_1s_latency"):
+        return False
     import matplotlib
 
     matplotlib.use("Agg")
@@ -118,7 +129,9 @@ def chart(results: dict, path: Path) -> None:
 
     fig, (lat, thr) = plt.subplots(1, 2, figsize=(11, 4.2))
     for key, label in (("2_wait_zero_latency", "model 0 s"), ("3_wait_1s_latency", "model 1 s")):
-        rows = results["scenarios"][key]
+        rows = results["scenarios"].get(key, [])
+        if not rows:
+            continue
         clients = [r["clients"] for r in rows]
         for side, style in (("threadline", "-"), ("recipe", ":")):
             name = "Threadline" if side == "threadline" else "recipe"
@@ -133,14 +146,15 @@ def chart(results: dict, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+    return True
 
 
 def write(results: dict, stem: Path) -> list[Path]:
     json_path, md_path, png_path = stem.with_suffix(".json"), stem.with_suffix(".md"), stem.with_suffix(".png")
     json_path.write_text(json.dumps(results, indent=2))
-    chart(results, png_path)
+    charted = chart(results, png_path)
     md_path.write_text(
         f"# Benchmark {results['started_at']}{' (quick)' if results.get('quick') else ''}\n\n```\n{table(results)}\n```\n\n"
-        f"{TARGETS}\n\n![chart]({png_path.name})\n"
+        f"{TARGETS}\n" + (f"\n![chart]({png_path.name})\n" if charted else "")
     )
-    return [json_path, md_path, png_path]
+    return [json_path, md_path] + ([png_path] if charted else [])
