@@ -156,6 +156,8 @@ def _timed(coro):
 
 async def client_loop(index: int, target: dict, args, stop_at: float, tally: Tally, http: httpx.AsyncClient) -> None:
     cancel = index < args.cancel_clients
+    if args.ramp:  # clients join one after another over --ramp seconds instead of all in one instant
+        await asyncio.sleep(args.ramp * index / args.clients)
     async with http:
         sent = 0
         while time.monotonic() < stop_at and (args.max_per_client == 0 or sent < args.max_per_client):
@@ -222,6 +224,7 @@ def main(argv=None) -> None:
     parser.add_argument("--content", default="bench message", help="the posts' text (a number is appended)")
     parser.add_argument("--progress", type=float, default=5.0, help="seconds between progress lines (0: none)")
     parser.add_argument("--label", default="load")
+    parser.add_argument("--ramp", type=float, default=0.0, help="seconds over which the clients start")
     args = parser.parse_args(argv)
     json.dump(asyncio.run(main_async(args)), sys.stdout)
 
