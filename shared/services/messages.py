@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
+from types import SimpleNamespace
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
@@ -74,27 +75,37 @@ _LAST_CONTEXT_KEY = (
 )
 
 
-@lru_cache(maxsize=8)
-def _reserve_statement(by_public_id: bool, with_context: bool, for_post: bool = False):
+def _last_created(thread_id):
+    return select(func.max(MESSAGES.c.created_at)).where(MESSAGES.c.thread_id == thread_id).scalar_subquery()
+
+
+def _last_key(thread_id):
+    return (select(MESSAGES.c.context_key)
+            .where(MESSAGES.c.thread_id == thread_id, MESSAGES.c.context_key.is_not(None))
+            .order_by(MESSAGES.c.seq.desc()).limit(1).scalar_subquery())
+
+
+@lru_cache(maxsize=16)
+def _reserve_statement(by_public_id: bool, with_context: bool, for_post: bool = False, subqueries: bool = True):
     """The thread's row lock and seq reservation, returning what the caller needs. A post
     (``for_post``) also gets, in the same round trip, the user's active runs (the cap: the user row
     is locked before this statement starts, so its count sees every run committed before) and the
-    context key the thread's client last used."""
-    last_created = (
-        select(func.max(MESSAGES.c.created_at)).where(MESSAGES.c.thread_id == THREADS.c.id).scalar_subquery()
-    )
+    context key the thread's client last used.
+
+    ``subqueries=False`` (SQLite) returns the thread's own columns only: SQLAlchemy renders SQLite's
+    RETURNING unqualified, so a correlated subquery there compares the subquery's own columns
+    (``thread_id = id``, ``user_id = user_id``) and answers for every thread and user; _reserve_seqs
+    reads those values with separate statements instead (in process: no round trips to save)."""
     values: dict[str, Any] = {"last_seq": THREADS.c.last_seq + bindparam("count"),
                               "updated_at": bindparam("now", type_=THREADS.c.updated_at.type)}
     if with_context:
         values["context"] = bindparam("new_context", type_=THREADS.c.context.type)
-    returned = [THREADS.c.id, THREADS.c.last_seq, THREADS.c.model_id, THREADS.c.workflow_id,
-                last_created.label("last_created")]
-    if for_post:
-        last_key = (select(MESSAGES.c.context_key)
-                    .where(MESSAGES.c.thread_id == THREADS.c.id, MESSAGES.c.context_key.is_not(None))
-                    .order_by(MESSAGES.c.seq.desc()).limit(1).scalar_subquery())
-        returned += [runs.active_runs_of_user(THREADS.c.user_id).label("active_runs"),
-                     last_key.label("last_context_key")]
+    returned = [THREADS.c.id, THREADS.c.last_seq, THREADS.c.model_id, THREADS.c.workflow_id, THREADS.c.user_id]
+    if subqueries:
+        returned.append(_last_created(THREADS.c.id).label("last_created"))
+        if for_post:
+            returned += [runs.active_runs_of_user(THREADS.c.user_id).label("active_runs"),
+                         _last_key(THREADS.c.id).label("last_context_key")]
     return (
         update(THREADS)
         .where(THREADS.c.public_id == bindparam("ref") if by_public_id else THREADS.c.id == bindparam("ref"),
@@ -102,6 +113,11 @@ def _reserve_statement(by_public_id: bool, with_context: bool, for_post: bool = 
         .values(values)
         .returning(*returned)
     )
+
+
+_EXTRAS_OF_POST = select(_last_created(bindparam("thread_id")).label("last_created"),
+                         runs.active_runs_of_user(bindparam("user_id")).label("active_runs"),
+                         _last_key(bindparam("thread_id")).label("last_context_key"))
 
 
 def _reserve_seqs(session: Session, principal: Principal, thread_ref: int | uuid.UUID, count: int,
@@ -112,7 +128,8 @@ def _reserve_seqs(session: Session, principal: Principal, thread_ref: int | uuid
     to owned_thread for the precise 404/403 (after the cap, which a post checks first)."""
     if isinstance(thread_ref, int) and not 0 < thread_ref <= MAX_THREAD_ID:
         raise NotFound("Thread not found.")
-    statement = _reserve_statement(not isinstance(thread_ref, int), context is not None, for_post)
+    subqueries = session.get_bind().dialect.name == "postgresql"
+    statement = _reserve_statement(not isinstance(thread_ref, int), context is not None, for_post, subqueries)
     row = session.execute(statement, {
         "ref": thread_ref, "owner_tenant_id": principal.tenant_id, "owner_user_id": principal.user_id, "count": count,
         "now": utcnow(), "new_context": context,
@@ -122,7 +139,10 @@ def _reserve_seqs(session: Session, principal: Principal, thread_ref: int | uuid
             runs.check_capacity(session, principal.user_id)  # a post over the cap is refused first, as before
         owned_thread(session, principal, thread_ref)  # raises NotFound or Forbidden
         raise NotFound("Thread not found.")
-    return row
+    if subqueries:
+        return row
+    extras = session.execute(_EXTRAS_OF_POST, {"thread_id": row.id, "user_id": row.user_id}).one()
+    return SimpleNamespace(**row._asdict(), **extras._asdict())
 
 
 def _after(last: datetime | None) -> datetime:

@@ -13,7 +13,7 @@ pytestmark = pytest.mark.core
 def test_each_app_keeps_its_own_dialects():
     first, second = create_app(), create_app()
     assert first.extensions[EXTENSION] is not second.extensions[EXTENSION]
-    assert len(first.extensions[EXTENSION]) == len(second.extensions[EXTENSION]) == 6  # ai, chats ×4 (chats, auth, models, workflows), v1
+    assert len(first.extensions[EXTENSION]) == len(second.extensions[EXTENSION]) == 7  # ai, chats ×5 (chats, auth, models, workflows, memories), v1
     prefixes = [prefix for prefix, _ in first.extensions[EXTENSION]]
     assert prefixes == sorted(prefixes, key=len, reverse=True)  # the longest prefix wins
 
