@@ -93,9 +93,28 @@ def transaction() -> Iterator[Session]:
             yield session
         return
     engine()
-    assert _factory is not None
+    assert _factory is not None and _engine is not None
     with _factory() as session, session.begin():
+        if _engine.dialect.name == "sqlite":
+            _begin_immediate(session)
         yield session
+
+
+def _begin_immediate(session: Session) -> None:
+    """On SQLite a write transaction takes the write lock when it begins (issue 10: one 503 in 100
+    bursts of 160 posts under ``make run``).
+
+    pysqlite begins a transaction late, a deferred ``BEGIN`` before the first INSERT/UPDATE/DELETE, and
+    runs the SELECTs before it outside any transaction. A connection that already holds a read snapshot
+    (a SELECT still open, or a deferred transaction that read first) and then writes must upgrade its
+    lock; when another connection wrote meanwhile, SQLite answers SQLITE_BUSY at once, without waiting
+    out ``busy_timeout`` (waiting could not help: the snapshot is stale), and the request became a 503.
+    ``BEGIN IMMEDIATE`` waits for the write lock first, under the busy timeout, so every statement
+    after it, reads included, runs in one serialized transaction: the read-then-write services (the
+    thread-busy check, the idempotency look-up, the lease) are atomic on SQLite as on PostgreSQL.
+    pysqlite sees the transaction open and adds no BEGIN of its own; commit and rollback end it as
+    usual. ``read()`` stays deferred: in WAL mode readers never wait for the writer."""
+    session.connection().exec_driver_sql("BEGIN IMMEDIATE")
 
 
 @contextmanager
