@@ -28,6 +28,7 @@ from typing import Any
 from sqlalchemy import and_, bindparam, case, delete, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
+from shared import storable
 from shared.config import settings
 from shared.db import read, transaction
 from shared.errors import Conflict, RateLimited
@@ -629,4 +630,4 @@ def partial_text(run_id: uuid.UUID, attempt: int) -> str:
     empty when the log has none (expired, Redis away)."""
     from shared import events
 
-    return events.streamed_text(run_id, attempt)
+    return storable.text(events.streamed_text(run_id, attempt))  # what the model streamed may hold a NUL
