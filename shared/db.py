@@ -126,19 +126,23 @@ def _one_writer_per_process() -> Iterator[None]:
 
 
 def _begin_immediate(session: Session) -> None:
-    """On SQLite a write transaction takes the write lock when it begins (issue 10: one 503 in 100
-    bursts of 160 posts under ``make run``).
+    """On SQLite a write transaction takes the write lock when it begins (issue 10: a 503 under bursts).
 
-    pysqlite begins a transaction late, a deferred ``BEGIN`` before the first INSERT/UPDATE/DELETE, and
-    runs the SELECTs before it outside any transaction. A connection that already holds a read snapshot
-    (a SELECT still open, or a deferred transaction that read first) and then writes must upgrade its
-    lock; when another connection wrote meanwhile, SQLite answers SQLITE_BUSY at once, without waiting
-    out ``busy_timeout`` (waiting could not help: the snapshot is stale), and the request became a 503.
-    ``BEGIN IMMEDIATE`` waits for the write lock first, under the busy timeout, so every statement
-    after it, reads included, runs in one serialized transaction: the read-then-write services (the
-    thread-busy check, the idempotency look-up, the lease) are atomic on SQLite as on PostgreSQL.
-    pysqlite sees the transaction open and adds no BEGIN of its own; commit and rollback end it as
-    usual. ``read()`` stays deferred: in WAL mode readers never wait for the writer."""
+    pysqlite begins a transaction late: a deferred ``BEGIN`` just before the first INSERT/UPDATE/DELETE,
+    the SELECTs before it running outside any transaction. So a service's read-then-write (the thread
+    busy check, the idempotency look-up, the out-of-attempts check) was not atomic on SQLite, and a
+    write that must upgrade a read lock the connection still holds (a SELECT not yet reset) gets
+    SQLITE_BUSY at once: SQLite does not run the busy handler for an upgrade, as waiting could not help.
+    ``BEGIN IMMEDIATE`` waits for the write lock first, under the busy timeout, and every statement
+    after it runs in one serialized transaction, as on PostgreSQL. pysqlite sees the transaction open
+    and adds no BEGIN of its own; commit and rollback end it as usual. ``read()`` stays as it was: in
+    WAL mode readers never wait for the writer.
+
+    Measured with devtools/burst.py (8 users x 20 posts at once, embedded stack, a loaded 2-core
+    machine): this alone made things worse, 8 posts of the first burst of 160 answered 503 after
+    waiting out the 10 s busy timeout, as the write lock is now held from the first statement and 32
+    threads per API process polled for it; with ``_one_writer_per_process`` none did (see the report
+    in docs/reliability.md)."""
     session.connection().exec_driver_sql("BEGIN IMMEDIATE")
 
 
