@@ -36,7 +36,12 @@ _QUESTION_WORDS_RE = re.compile(
 
 @dataclass(frozen=True)
 class Directives:
-    """Inline test directives found in the last user message."""
+    """Inline test directives found in the last user message.
+
+    ``[[latency:S]]``, ``[[fail:STATUS xN]]``, ``[[hang]]``, ``[[tool:NAME {json}]]`` (the JSON is read
+    by Python's json, so ``NaN`` and ``Infinity`` pass into the call's arguments, as a real model may
+    send them), and ``[[nul]]``: the text answer carries a NUL character, as ``... [\x00]`` at its end
+    (PostgreSQL cannot store one: shared/storable.py)."""
 
     latency: float = 0.0
     fail_status: int | None = None
@@ -45,6 +50,7 @@ class Directives:
     tool: tuple[str, dict] | None = None
     force_tool: bool = False  # [[tool!:…]]: call it even when not offered (a model that ignores the tool list)
     offered_tools: bool = False  # [[offered-tools]]: answer with the names of the tools offered
+    nul: bool = False
 
 
 @dataclass
@@ -141,6 +147,7 @@ _FAIL_RE = re.compile(r"\[\[\s*fail\s*:\s*(\d{3})\s*(?:x\s*(\d+))?\s*\]\]", re.I
 _HANG_RE = re.compile(r"\[\[\s*hang\s*\]\]", re.I)
 _TOOL_START_RE = re.compile(r"\[\[\s*tool\s*(!?)\s*:\s*([A-Za-z0-9_.-]+)\s*", re.I)
 _OFFERED_TOOLS_RE = re.compile(r"\[\[\s*offered-tools\s*\]\]", re.I)
+_NUL_RE = re.compile(r"\[\[\s*nul\s*\]\]", re.I)
 _CLOSE_RE = re.compile(r"\s*\]\]")
 
 
@@ -180,10 +187,11 @@ def parse_directives(text: str) -> tuple[str, Directives]:
     if m:
         fail_status, fail_count = int(m.group(1)), int(m.group(2) or 1)
     hang = bool(_HANG_RE.search(text))
-    for regex in (_LATENCY_RE, _FAIL_RE, _HANG_RE):
+    nul = bool(_NUL_RE.search(text))
+    for regex in (_LATENCY_RE, _FAIL_RE, _HANG_RE, _NUL_RE):
         text = regex.sub("", text)
     clean = re.sub(r"[ \t]{2,}", " ", text).strip()
-    return clean, Directives(latency, fail_status, fail_count, hang, tool, forced, offered)
+    return clean, Directives(latency, fail_status, fail_count, hang, tool, forced, offered, nul)
 
 
 def conversation_directives(messages: list[dict]) -> Directives:
@@ -223,7 +231,7 @@ def reply(messages: list[dict], tool_names: set[str] | frozenset = frozenset()) 
         return Reply(content=LABEL + "Tools offered: " + (", ".join(sorted(tool_names)) or "none"))
     result = answer_user(text, set(tool_names), system, directives.tool, directives.force_tool)
     if isinstance(result, str):
-        return Reply(content=result)
+        return Reply(content=result + " [\x00]" if directives.nul else result)
     calls = [
         ToolCall(tool_call_id(messages, i, name), name, args)
         for i, (name, args) in enumerate(result)

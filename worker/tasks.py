@@ -4,6 +4,7 @@ The run's cancel watch (shared/notify.py) is registered before the claim, so a c
 while the run starts is not missed; the agent stops at the next chunk or step once it trips."""
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import json
 import logging
@@ -16,7 +17,7 @@ from celery import Task
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from shared import events, notify
+from shared import events, notify, storable
 from shared.config import settings
 from shared.queue import EXECUTE_RUN, SWEEP, celery_app, dead_letter, enqueue_run
 from shared.services import runs
@@ -120,8 +121,10 @@ def execute_run(run_id: str) -> str:
             except Exception as exc:  # noqa: BLE001 - a bug must end the run, not leave it hanging
                 log.exception("run %s crashed", run_id)
                 outcome = Outcome(content=CRASHED_TEXT, is_error=True, error=f"{type(exc).__name__}: {exc}"[:1000])
+    outcome = storable.outcome(outcome)  # NUL in text, NaN in tool arguments: see shared/storable.py
     observability.run_ended(job, outcome)
-    if (finished := runs.finish(job, outcome)) is None:
+    finished, outcome = _store(job, outcome)
+    if finished is None:
         log.warning("run %s: lease lost (or rolled back) before the answer was stored", run_id)
         return "lease-lost"
     # After the commit: the stored answer is what a streaming client gets in this event.
@@ -136,6 +139,24 @@ def execute_run(run_id: str) -> str:
     for delivery_id in finished.deliveries:  # recorded with the run's end (shared/services/webhooks.py)
         webhook_tasks.send(delivery_id)
     return finished.status
+
+
+def _store(job: runs.RunJob, outcome: Outcome) -> tuple[runs.Finished | None, Outcome]:
+    """Store the answer. If the database refuses it (a value shared/storable.py does not cover), store
+    an error answer instead, keeping which steps ran (names and status, not their values): raising here
+    would leave the run to the sweeper, which would run it again, tools included, until every attempt
+    was used. A database that is down still raises, and the task retries (autoretry_for). Returns
+    what finish returned and the outcome stored."""
+    try:
+        return runs.finish(job, outcome), outcome
+    except (OperationalError, PoolTimeout):
+        raise
+    except Exception as exc:  # noqa: BLE001 - any refusal of the values, whatever the driver raises
+        log.exception("run %s: the answer could not be stored; storing an error answer", job.run_id)
+        steps = [dataclasses.replace(s, arguments=None, output=None, usage=None) for s in outcome.steps]
+        fallback = Outcome(content=CRASHED_TEXT, is_error=True, steps=steps, usage=None,
+                           error=f"the answer could not be stored: {type(exc).__name__}")
+        return runs.finish(job, fallback), fallback
 
 
 @app.task(name=SWEEP, base=GuardedTask, ignore_result=True)

@@ -33,6 +33,7 @@ from sqlalchemy import (Boolean, DateTime, Integer, Interval, String, Text, and_
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 
+from shared import storable
 from shared.config import settings
 from shared.db import engine, one_statement, read, transaction
 from shared.errors import Conflict, RateLimited
@@ -552,7 +553,12 @@ def _job(run_id: uuid.UUID, owner: str, claimed, rows, workflow) -> RunJob:
 
 def _fail_if_out_of_attempts(session, run_id: uuid.UUID, now: datetime) -> None:
     """The claim did not match. If that is because the run used up its attempts (and it is its turn,
-    and no live lease holds it), end it with an error answer instead of leaving it to the sweeper."""
+    and no live lease holds it), end it with an error answer instead of leaving it to the sweeper.
+
+    The checks below read the run without a lock, so they only decide whether to try: the owner may
+    finish (or a cancel arrive) between them and the write. The write itself is conditional on the same
+    facts (still active, out of attempts, no cancel, no live lease by the database's clock), so a
+    completed or cancelled answer is never overwritten (issue 15)."""
     run = session.scalar(select(Run).where(Run.id == run_id))
     if run is None or run.status not in ACTIVE_STATUSES or run.attempts < settings.run_max_attempts:
         return
@@ -562,7 +568,10 @@ def _fail_if_out_of_attempts(session, run_id: uuid.UUID, now: datetime) -> None:
         return  # a duplicate delivery while a worker holds a live lease: not ours to touch
     request_seq = session.scalar(select(Message.seq).where(Message.id == run.request_message_id))
     if not _predecessor_active(session, run.thread_id, request_seq):
-        _finish(session, run, Outcome(content=FAILED_TEXT, is_error=True, error="too many attempts"), Status.FAILED)
+        _finish(session, run, Outcome(content=FAILED_TEXT, is_error=True, error="too many attempts"), Status.FAILED,
+                unless=or_(Run.attempts < settings.run_max_attempts, Run.cancel_requested_at.is_not(None),
+                           and_(Run.status == Status.IN_PROGRESS, Run.lease_expires_at.is_not(None),
+                                Run.lease_expires_at >= now)))
 
 
 def renew_lease(run_id: uuid.UUID, owner: str) -> bool:
@@ -704,16 +713,25 @@ def _write_answer(session, *, run_id: uuid.UUID, attempt: int, thread_id: int, r
         )
 
 
-def _finish(session, run: Run, outcome: Outcome, status: Status) -> None:
-    """End a run the worker does not hold (out of attempts): its answer, then the run row."""
+def _finish(session, run: Run, outcome: Outcome, status: Status, unless=None) -> bool:
+    """End a run the worker does not hold (out of attempts, lost): the run row, then its answer.
+
+    The run's UPDATE is conditional: the run is still active, and ``unless`` (a condition on the row at
+    that moment) does not hold. On PostgreSQL a concurrent end that committed first makes it match
+    nothing (the UPDATE waits for that row lock and re-checks the new row), and then the answer is not
+    touched: False."""
     now = database_now(session)
-    _write_answer(session, run_id=run.id, attempt=run.attempts, thread_id=run.thread_id,
-                  response_message_id=run.response_message_id, outcome=outcome, status=status, now=now)
-    session.execute(
+    condition = Run.status.in_(ACTIVE_STATUSES) if unless is None else and_(Run.status.in_(ACTIVE_STATUSES), ~unless)
+    ended = session.execute(
         update(Run)
-        .where(Run.id == run.id)
+        .where(Run.id == run.id, condition)
         .values(status=status, finished_at=now, lease_expires_at=None, usage=outcome.usage, error=outcome.error)
-    )
+        .execution_options(synchronize_session=False)
+    ).rowcount == 1
+    if ended:
+        _write_answer(session, run_id=run.id, attempt=run.attempts, thread_id=run.thread_id,
+                      response_message_id=run.response_message_id, outcome=outcome, status=status, now=now)
+    return ended
 
 
 @dataclass
@@ -862,4 +880,4 @@ def partial_text(run_id: uuid.UUID, attempt: int) -> str:
     empty when the log has none (expired, Redis away)."""
     from shared import events
 
-    return events.streamed_text(run_id, attempt)
+    return storable.text(events.streamed_text(run_id, attempt))  # what the model streamed may hold a NUL

@@ -107,6 +107,32 @@ def test_a_run_out_of_attempts_fails_with_an_error_answer_on_its_next_delivery(c
     assert (answer.status, answer.is_error, answer.content) == (Status.FAILED, True, FAILED_TEXT)
 
 
+@pytest.mark.parametrize("cancelled", [False, True], ids=["completed", "cancelled"])
+def test_the_out_of_attempts_path_never_overwrites_an_answer_stored_after_it_looked(connection, principal, thread,
+                                                                                    set_settings, cancelled):
+    """Issue 15: the out-of-attempts check reads the run without a lock; its owner may store the answer
+    between that read and the write. Here the read happens first (the session keeps the run as it saw
+    it: in progress, lease expired, no attempts left), then the owner finishes, then the path goes on
+    with what it saw. The answer stays as the owner stored it."""
+    set_settings(run_max_attempts=1)
+    exchange = post_user_message(principal, thread.id, content="hello")
+    job = runs.claim(exchange.run_id, "worker-a")
+    expire_lease(connection, exchange.run_id)  # a slow owner: a redelivery now finds the run out of attempts
+
+    from shared import db
+    with db.transaction() as session:
+        seen = session.scalar(select(Run).where(Run.id == exchange.run_id))  # the unlocked read, stale from here
+        assert (seen.status, seen.attempts) == (Status.IN_PROGRESS, 1)
+        stored = runs.finish(job, Outcome(content="the real answer", cancelled=cancelled))
+        assert stored is not None
+        runs._fail_if_out_of_attempts(session, exchange.run_id, runs.database_now(session))
+
+    status = Status.CANCELLED if cancelled else Status.COMPLETED
+    run, answer = run_row(connection, exchange.run_id), message_row(connection, exchange.response.id)
+    assert (run.status, run.error) == (status, None)
+    assert (answer.status, answer.is_error, answer.content) == (status, False, "the real answer")
+
+
 # -- finish ----------------------------------------------------------------------------------------
 
 def test_finish_stores_the_answer_its_steps_and_ends_the_run(connection, principal, thread):

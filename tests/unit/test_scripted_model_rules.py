@@ -64,6 +64,18 @@ def test_fail_directive_defaults_to_one():
     assert (d.fail_status, d.fail_count) == (429, 1)
 
 
+def test_nul_directive_puts_a_nul_character_in_the_text_answer():
+    text, d = parse_directives("hello [[nul]]")
+    assert (text, d.nul) == ("hello", True)
+    content = rules.reply([user("[[nul]] hello")]).content
+    assert content.endswith(" [\x00]") and "[[nul]]" not in content
+
+
+def test_tool_directive_passes_nan_into_the_calls_arguments():
+    call = rules.reply([user('[[tool:update_context {"changes": {"n": NaN}}]] x')], {"update_context"}).tool_calls[0]
+    assert call.to_openai()["function"]["arguments"] == '{"changes": {"n": NaN}}'
+
+
 def test_no_directives():
     text, d = parse_directives("  plain text ")
     assert text == "plain text" and d == rules.Directives()
