@@ -135,7 +135,7 @@ def test_a_view_declares_the_permissions_its_data_needs():
     assert loaded["my_recent_messages"].permissions == {"ai_threads.read", "ai_thread_messages.read"}
     assert parse_views(views())["v"].permissions == {"ai_threads.read", "ai_thread_messages.read"}
     assert parse_views(views(permissions=["ai_thread_messages.read"]))["v"].permissions == {"ai_thread_messages.read"}
-    with pytest.raises(DataViewError, match="view 'v': unknown permission.*memories.read"):
-        parse_views(views(permissions=["memories.read"]))
+    with pytest.raises(DataViewError, match="view 'v': unknown permission.*documents.read"):
+        parse_views(views(permissions=["documents.read"]))
     with pytest.raises(DataViewError, match="permissions must be a list"):
         parse_views(views(permissions="ai_threads.read"))
