@@ -193,8 +193,8 @@ def post_user_message(
                     return replay
             runs.lock_user(session, principal.user_id)  # the cap: counted by the next statement
             thread = _reserve_seqs(session, principal, thread_ref, 2, context, for_post=True)
-            runs.refuse_over_capacity(thread.active_runs)
             cancels, freed = runs.apply_busy_policy(session, thread.id, busy_policy)  # the thread row is locked
+            runs.refuse_over_capacity(thread.active_runs, cancels)  # raising rolls the cancels back too
             last_seq = thread.last_seq - freed
             if context_key is None:  # a follow-up without context/state keeps the thread's word for it (seed 001)
                 context_key = (thread.last_context_key if not freed  # a rollback may have deleted it: look again

@@ -22,6 +22,7 @@ Statuses are ``Status`` members (shared/models/status.py), also inside the Core 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from enum import StrEnum
@@ -169,8 +170,14 @@ def active_runs_of_user(user_id):
             .where(RUNS.c.user_id == user_id, RUNS.c.status.in_(ACTIVE_STATUSES)).scalar_subquery())
 
 
-def refuse_over_capacity(active: int) -> None:
-    """RateLimited when ``active`` (counted with the user row locked) has reached the cap."""
+def refuse_over_capacity(active: int, cancels: Sequence[Cancel] = ()) -> None:
+    """RateLimited when ``active`` (counted with the user row locked) has reached the cap.
+
+    The runs this post's own ``interrupt`` or ``rollback`` policy is ending (``cancels``, made in the
+    same transaction) do not count: a user at the cap must still be able to replace the answer in
+    progress, which is what those policies are for; the post's answer takes the cancelled one's
+    place, so the user's total never rises above the cap. Call it after apply_busy_policy."""
+    active -= sum(1 for cancel in cancels if cancel.effect != CancelEffect.FINISHED)
     cap = settings.max_active_runs_per_user
     if cap > 0 and active >= cap:
         raise RateLimited(f"You already have {active} answers in progress (the limit is {cap}); "

@@ -283,3 +283,28 @@ def test_a_message_no_run_produces_is_a_conflict_carrying_it(principal, thread):
     with pytest.raises(AlreadyFinished) as refused:
         cancel_message(principal, thread.id, direct.id)
     assert (refused.value.resource.id, refused.value.resource.content) == (direct.id, "imported")
+
+
+@pytest.mark.parametrize("policy", [runs.BusyPolicy.INTERRUPT, runs.BusyPolicy.ROLLBACK])
+def test_a_user_at_the_cap_can_still_replace_the_answer_in_progress(principal, thread, set_settings, policy):
+    """interrupt and rollback end the thread's active run in the same transaction: it does not count
+    against the cap, so a user at the cap can still stop and replace it (enqueue stays refused)."""
+    set_settings(max_active_runs_per_user=1)
+    first = post_user_message(principal, thread.id, content="one")
+    with pytest.raises(runs.RateLimited):
+        post_user_message(principal, thread.id, content="two")
+    replaced = post_user_message(principal, thread.id, content="two", busy_policy=policy)
+    assert replaced.response.status == Status.QUEUED
+    with pytest.raises(runs.RateLimited):  # the new answer holds the one place
+        post_user_message(principal, thread.id, content="three")
+    assert first.run_id != replaced.run_id
+
+
+def test_interrupting_one_thread_frees_no_place_held_by_another(principal, set_settings):
+    from shared.services import threads
+
+    set_settings(max_active_runs_per_user=1)
+    busy, idle = threads.create_thread(principal), threads.create_thread(principal)
+    post_user_message(principal, busy.id, content="one")
+    with pytest.raises(runs.RateLimited):  # nothing to interrupt on the idle thread
+        post_user_message(principal, idle.id, content="two", busy_policy=runs.BusyPolicy.INTERRUPT)
