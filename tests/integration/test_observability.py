@@ -248,9 +248,10 @@ def test_one_message_is_one_trace(ops_stack, client, otlp):
     services = {s["service"] for s in spans}
     assert services == {"threadline-api", "threadline-worker"}
     assert ("threadline-api", "apply_async/threadline.execute_run") in {(s["service"], s["name"]) for s in spans}
-    # query_data runs in the agent's tool thread: its SQL spans are children inside the same trace.
+    # The claim and the finish (one WITH statement each on PostgreSQL) and query_data, which runs in the
+    # agent's tool thread: their SQL spans are children inside the same trace.
     worker_sql = [s for s in spans if s["service"] == "threadline-worker" and s["name"].split()[0] in
-                  {"SELECT", "UPDATE", "INSERT", "BEGIN", "connect"}]
+                  {"SELECT", "UPDATE", "INSERT", "WITH", "BEGIN", "connect"}]
     assert len(worker_sql) >= 3
 
 
