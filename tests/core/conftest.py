@@ -11,6 +11,8 @@ from __future__ import annotations
 import dataclasses
 import os
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from types import SimpleNamespace
 
 import pytest
@@ -25,10 +27,10 @@ from shared.permissions import Principal
 PG_ADMIN_URL = os.environ.get("TEST_PG_ADMIN_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
 
 
-@pytest.fixture(scope="session")
-def core_engine():
-    """A fresh database at the head migration, dropped at the end of the session."""
-    name = f"threadline_core_{uuid.uuid4().hex[:10]}"
+@contextmanager
+def migrated_database(prefix: str) -> Iterator[str]:
+    """The URL of a new PostgreSQL database at the head migration, dropped (forcibly) on exit."""
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
     admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
@@ -37,13 +39,20 @@ def core_engine():
         config = Config(str(ROOT / "alembic.ini"))
         config.attributes.update(url=url, configure_logger=False)
         command.upgrade(config, "head")
-        engine = db.make_engine(url)
-        yield engine
-        engine.dispose()
+        yield url
     finally:
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def core_engine():
+    """A fresh database at the head migration, dropped at the end of the session."""
+    with migrated_database("threadline_core") as url:
+        engine = db.make_engine(url)
+        yield engine
+        engine.dispose()
 
 
 @pytest.fixture(autouse=True)

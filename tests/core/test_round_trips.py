@@ -19,13 +19,11 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from alembic import command
-from alembic.config import Config
-from sqlalchemy import create_engine, event, select, text
+from sqlalchemy import event, select
 
 from shared import db
-from shared.config import ROOT, settings
-from tests.core.conftest import PG_ADMIN_URL
+from shared.config import settings
+from tests.core.conftest import migrated_database
 
 # The bounds this test enforces (docs/performance.md: 9 and 18 before issue 14's work, the run's 18
 # being 14 in the task and 4 for its webhooks).
@@ -37,23 +35,13 @@ RUN_ROUND_TRIPS = 2
 def connection(monkeypatch) -> Iterator[None]:
     """Overrides the folder's rolled-back connection: a database of this test's own, used through
     the production engine and pool (shared.db), dropped at the end."""
-    name = f"threadline_rt_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
-    try:
-        config = Config(str(ROOT / "alembic.ini"))
-        config.attributes.update(url=url, configure_logger=False)
-        command.upgrade(config, "head")
+    with migrated_database("threadline_rt") as url:
         db.dispose()
         monkeypatch.setattr(db, "settings", dataclasses.replace(settings, database_url=url))
-        yield
-    finally:
-        db.dispose()
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+        try:
+            yield
+        finally:
+            db.dispose()
 
 
 @pytest.fixture
