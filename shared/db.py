@@ -183,7 +183,7 @@ def _execute_prepared(conn, cursor, statement, parameters, context, executemany)
     A PREPARE that fails leaves the statement to run as plain text from then on. Inside a transaction
     the PREPARE runs under a savepoint, so its failure does not abort the caller's transaction; in
     autocommit it is a statement of its own. Either way it is one extra round trip per connection and
-    statement, once."""
+    statement, once. Prepared statements outlive a rolled-back transaction, so the bookkeeping holds."""
     if executemany or context is None or context.compiled is None or not context.execution_options.get(PREPARED) \
             or not isinstance(parameters, dict):
         return statement, parameters
@@ -195,13 +195,17 @@ def _execute_prepared(conn, cursor, statement, parameters, context, executemany)
     if form.name not in done:
         if form.name in _UNPREPARABLE:
             return statement, parameters
+        import psycopg2  # this hook is only registered on psycopg2 engines
+
         raw = conn.connection.dbapi_connection
         try:
             if raw.autocommit:
                 cursor.execute(form.prepare)
             else:
                 cursor.execute(f"SAVEPOINT {form.name}; {form.prepare}; RELEASE SAVEPOINT {form.name}")
-        except Exception:  # noqa: BLE001 - a statement PostgreSQL cannot prepare runs as before
+        except (psycopg2.OperationalError, psycopg2.InterfaceError):
+            raise  # the connection failed, not the statement: SQLAlchemy's usual handling (invalidate, retry)
+        except psycopg2.Error:  # PostgreSQL refused this PREPARE: the statement runs as before
             if not raw.autocommit:
                 cursor.execute(f"ROLLBACK TO SAVEPOINT {form.name}; RELEASE SAVEPOINT {form.name}")
             _UNPREPARABLE.add(form.name)
