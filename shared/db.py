@@ -6,16 +6,22 @@ savepoint in it: the in-process core tests (tests/core) run every test that way 
 """
 from __future__ import annotations
 
+import hashlib
+import logging
+import re
 import sqlite3
 import threading
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Iterator
 
 from sqlalchemy import Connection, Engine, create_engine, event, exc
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared.config import settings
+
+log = logging.getLogger(__name__)
 
 _engine: Engine | None = None
 _factory: sessionmaker[Session] | None = None
@@ -45,6 +51,8 @@ def make_engine(url: str) -> Engine:
                            pool_timeout=settings.db_pool_timeout)
     event.listen(engine, "checkin", _note_checkin)
     event.listen(engine, "checkout", _ping_if_idle)
+    if engine.dialect.driver == "psycopg2":
+        event.listen(engine, "before_cursor_execute", _execute_prepared, retval=True)
     return engine
 
 
@@ -67,6 +75,147 @@ def _ping_if_idle(dbapi_connection, record, _proxy) -> None:
         dbapi_connection.rollback()
     except Exception as error:  # noqa: BLE001 - any failure means this connection is unusable
         raise exc.DisconnectionError(str(error)) from error  # the pool discards it and connects anew
+
+
+PREPARED = "threadline_prepared"  # execution option: run this statement as a server-side prepared one
+
+
+def prepared(statement):
+    """Mark a hot statement (every message runs it) to be run as a server-side prepared statement on
+    PostgreSQL: PREPARE once per connection, then EXECUTE with the parameters (_execute_prepared).
+
+    psycopg2 sends every statement as text with its parameters inlined, so the server parses,
+    analyzes, rewrites and plans it on every call; for the claim and the finish (WITH statements of
+    several CTEs) that was most of the backend's CPU per message (measured in docs/performance.md).
+    A prepared statement is parsed once per connection and, once PostgreSQL's plan cache settles on
+    its generic plan (after five executions), not planned again. Mark only statements whose SQL text
+    is the same on every call (no expanding IN lists of varying length): each distinct text is one
+    prepared statement per connection."""
+    return statement.execution_options(**{PREPARED: True})
+
+
+_BIND = re.compile(r"%%|%\((\w+)\)s")
+_EXPANDED = re.compile(r"(\w+)_\d+")  # an IN list's item: SQLAlchemy names them <bind>_1, <bind>_2, ...
+
+
+@dataclass(frozen=True)
+class _Form:
+    name: str  # the prepared statement's name: a hash of its PREPARE text
+    prepare: str  # PREPARE name(types) AS ... with $n parameters
+    execute: str  # EXECUTE name(%(a)s, ...) for psycopg2
+    constants: tuple[str, ...]  # the parameters inlined as literals (see _prepared_form)
+
+
+_FORMS: dict[tuple, _Form] = {}
+
+
+def _constant_names(statement: str, context) -> tuple[str, ...]:
+    """The parameters of ``statement`` to inline as literals: constants of the statement itself (not
+    values the caller passes; SQLAlchemy binds them without ``required``) that are an IN list (the
+    active statuses: a partial index on them is used only when the plan sees the values) or not a
+    string (a LIMIT, the 1 of ``attempts + 1``). A string compared with ``=`` (``runs.status =
+    'in_progress'``) stays a parameter: seeing it, the generic plan could prove a partial index's
+    predicate and scan the whole index (every active run) to find one run by its id; measured with
+    6,110 runs in progress, the claim read 1,700 buffers instead of 90. Without it the run is found
+    by its primary key, whatever the statistics said when the plan was made."""
+    binds = context.compiled.binds
+    constants = []
+    for name in dict.fromkeys(m.group(1) for m in _BIND.finditer(statement) if m.group(1)):
+        bind = binds.get(name)
+        if bind is None and (item := _EXPANDED.fullmatch(name)) is not None:
+            bind = binds.get(item.group(1))
+            bind = bind if bind is not None and bind.expanding else None
+        if bind is not None and not bind.required and (bind.expanding or not isinstance(bind.value, str)):
+            constants.append(name)
+    return tuple(constants)
+
+
+def _prepared_form(statement: str, parameters: dict, cursor, context, dialect) -> _Form:
+    """How to run ``statement`` prepared: the statement's constants are inlined as the literals
+    psycopg2 would have sent (so the plan sees them as before: a partial index on the active statuses
+    still matches, a LIMIT is known), every other parameter is a typed $n."""
+    constant_names = _CONSTANTS.get(statement)
+    if constant_names is None:
+        constant_names = _CONSTANTS[statement] = _constant_names(statement, context)
+    key = (statement, *(parameters[name] for name in constant_names))
+    if (form := _FORMS.get(key)) is not None:
+        return form
+    numbered: dict[str, int] = {}
+
+    def replace(match: re.Match) -> str:
+        name = match.group(1)
+        if name is None:
+            return "%"  # pyformat's escaped percent; PREPARE's text is sent without interpolation
+        if name in constant_names:
+            return cursor.mogrify("%s", (parameters[name],)).decode()
+        return f"${numbered.setdefault(name, len(numbered) + 1)}"
+
+    text = _BIND.sub(replace, statement)
+    types = ", ".join(_parameter_type(context, name, dialect) for name in numbered)
+    name = "tl_" + hashlib.sha1(text.encode()).hexdigest()[:24]
+    prepare = f"PREPARE {name}{f'({types})' if numbered else ''} AS {text}"
+    arguments = ", ".join(f"%({n})s" for n in numbered)
+    form = _FORMS[key] = _Form(name, prepare, f"EXECUTE {name}({arguments})" if numbered else f"EXECUTE {name}",
+                               constant_names)
+    return form
+
+
+_CONSTANTS: dict[str, tuple[str, ...]] = {}
+
+
+def _parameter_type(context, name: str, dialect) -> str:
+    """The SQL type of a bind parameter for PREPARE: the one SQLAlchemy knows, else ``unknown`` (the
+    server infers it from where the parameter stands, e.g. an untyped limit)."""
+    bind = context.compiled.binds.get(name)
+    if bind is None:
+        return "unknown"
+    try:
+        return bind.type.compile(dialect=dialect)
+    except exc.CompileError:  # NullType: no SQL name
+        return "unknown"
+
+
+def _execute_prepared(conn, cursor, statement, parameters, context, executemany):
+    """before_cursor_execute: a statement marked with ``prepared()`` runs as ``EXECUTE name(...)``,
+    PREPAREd first on this connection when it is not yet. The set of prepared names lives in the
+    pool record's info, which belongs to the DBAPI connection (a new connection starts empty).
+
+    A PREPARE that fails leaves the statement to run as plain text from then on. Inside a transaction
+    the PREPARE runs under a savepoint, so its failure does not abort the caller's transaction; in
+    autocommit it is a statement of its own. Either way it is one extra round trip per connection and
+    statement, once. Prepared statements outlive a rolled-back transaction, so the bookkeeping holds."""
+    if executemany or context is None or context.compiled is None or not context.execution_options.get(PREPARED) \
+            or not isinstance(parameters, dict):
+        return statement, parameters
+    try:
+        form = _prepared_form(statement, parameters, cursor, context, conn.dialect)
+    except TypeError:  # an unhashable constant: run it as text
+        return statement, parameters
+    done: set[str] = conn.info.setdefault("threadline_prepared", set())
+    if form.name not in done:
+        if form.name in _UNPREPARABLE:
+            return statement, parameters
+        import psycopg2  # this hook is only registered on psycopg2 engines
+
+        raw = conn.connection.dbapi_connection
+        try:
+            if raw.autocommit:
+                cursor.execute(form.prepare)
+            else:
+                cursor.execute(f"SAVEPOINT {form.name}; {form.prepare}; RELEASE SAVEPOINT {form.name}")
+        except (psycopg2.OperationalError, psycopg2.InterfaceError):
+            raise  # the connection failed, not the statement: SQLAlchemy's usual handling (invalidate, retry)
+        except psycopg2.Error:  # PostgreSQL refused this PREPARE: the statement runs as before
+            if not raw.autocommit:
+                cursor.execute(f"ROLLBACK TO SAVEPOINT {form.name}; RELEASE SAVEPOINT {form.name}")
+            _UNPREPARABLE.add(form.name)
+            log.warning("cannot prepare statement %s; it runs unprepared", form.name, exc_info=True)
+            return statement, parameters
+        done.add(form.name)
+    return form.execute, parameters
+
+
+_UNPREPARABLE: set[str] = set()
 
 
 def engine() -> Engine:

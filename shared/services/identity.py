@@ -14,7 +14,7 @@ from sqlalchemy import bindparam, select, update
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from shared import permissions
-from shared.db import read, transaction
+from shared.db import prepared, read, transaction
 from shared.errors import Conflict, NotFound, Unauthorized
 from shared.models import ApiToken, Tenant, User, utcnow
 from shared.permissions import Principal
@@ -107,7 +107,7 @@ def list_tokens(email: str | None = None) -> list[tuple[ApiToken, str]]:
 
 
 TOKENS, USERS = ApiToken.__table__, User.__table__
-_TOKEN_AND_USER = (  # every request runs it: a Core statement, built once
+_TOKEN_AND_USER = prepared(  # every request runs it: a Core statement, built once, prepared on PostgreSQL
     select(TOKENS.c.id, TOKENS.c.token_hash, TOKENS.c.permissions, TOKENS.c.expires_at, TOKENS.c.revoked_at,
            TOKENS.c.last_used_at, USERS.c.id.label("user_id"), USERS.c.tenant_id,
            USERS.c.permissions.label("user_permissions"))

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from shared import events, notify, permissions
 from shared.config import settings
-from shared.db import read, transaction
+from shared.db import prepared, read, transaction
 from shared.errors import Conflict, NotFound, ValidationFailed
 from shared.models import Message, Run, RunStep, Status, Thread, utcnow
 from shared.permissions import Principal
@@ -106,7 +106,7 @@ def _reserve_statement(by_public_id: bool, with_context: bool, for_post: bool = 
         if for_post:
             returned += [runs.active_runs_of_user(THREADS.c.user_id).label("active_runs"),
                          _last_key(THREADS.c.id).label("last_context_key")]
-    return (
+    return prepared(
         update(THREADS)
         .where(THREADS.c.public_id == bindparam("ref") if by_public_id else THREADS.c.id == bindparam("ref"),
                THREADS.c.tenant_id == bindparam("owner_tenant_id"), THREADS.c.user_id == bindparam("owner_user_id"))
@@ -348,7 +348,7 @@ def _post_insert():
     # INSERT ... SELECT ... UNION ALL SELECT rather than a multi-row VALUES: SQLAlchemy does not cache
     # the compiled form of a multi-row VALUES, and compiling it on every post showed in the profile.
     both = insert(MESSAGES).from_select(_MESSAGE_COLUMNS, union_all(*rows))
-    return runs.insert_run_after(both.cte("posted_messages"))
+    return prepared(runs.insert_run_after(both.cte("posted_messages")))
 
 
 def await_response(exchange: Exchange, timeout: float) -> Exchange:

@@ -36,7 +36,7 @@ from sqlalchemy.orm import Session
 
 from shared import storable
 from shared.config import settings
-from shared.db import engine, one_statement, read, transaction
+from shared.db import engine, one_statement, prepared, read, transaction
 from shared.errors import Conflict, RateLimited
 from shared.models import (ACTIVE_STATUSES, Message, Run, RunEvent, RunStep, Status, StepStatus, Thread, User, Workflow,
                            utcnow)
@@ -133,7 +133,7 @@ HISTORY_LIMIT = 50
 
 # -- admission: called by shared.services.messages inside its post transaction ----------------------
 
-_LOCK_USER = select(USERS.c.id).where(USERS.c.id == bindparam("user_id")).with_for_update()
+_LOCK_USER = prepared(select(USERS.c.id).where(USERS.c.id == bindparam("user_id")).with_for_update())
 _ACTIVE_RUNS_OF_USER = (  # reads only the user's active runs (ix_runs_user_active)
     select(func.count()).select_from(RUNS)
     .where(RUNS.c.user_id == bindparam("user_id"), RUNS.c.status.in_(ACTIVE_STATUSES))
@@ -471,7 +471,7 @@ def _build_claim_in_one_statement():
 
 _CLAIM = _build_claim()
 _PROMPT_ROWS = _build_prompt_rows()
-_CLAIM_IN_ONE_STATEMENT = _build_claim_in_one_statement()
+_CLAIM_IN_ONE_STATEMENT = prepared(_build_claim_in_one_statement())
 _MARK_IN_PROGRESS = (
     update(MESSAGES).where(MESSAGES.c.id == bindparam("message_id"))
     .values(status=Status.IN_PROGRESS, updated_at=bindparam("now", type_=MESSAGES.c.updated_at.type))
@@ -625,7 +625,7 @@ def _build_next_queued(thread_id=None):
         select(RUNS.c.id)
         .join(MESSAGES, MESSAGES.c.id == RUNS.c.request_message_id)
         .where(RUNS.c.thread_id == (thread_id if thread_id is not None else bindparam("thread_id")),
-               RUNS.c.status == Status.QUEUED)
+               RUNS.c.status.in_([Status.QUEUED]))  # an IN list: inlined when prepared (shared.db._constant_names)
         .order_by(MESSAGES.c.seq)
         .limit(1)
     )
@@ -685,7 +685,7 @@ def _build_finish_in_one_statement():
     )
 
 
-_FINISH_IN_ONE_STATEMENT = _build_finish_in_one_statement()
+_FINISH_IN_ONE_STATEMENT = prepared(_build_finish_in_one_statement())
 
 
 def _steps_json(steps: list[StepRecord]) -> list[dict[str, Any]]:
