@@ -78,13 +78,25 @@ class RedisLog:
         return f"{self.prefix}{run_id}"
 
     def append(self, run_id, type_: str, data: dict[str, Any], attempt: int) -> int:
-        ttl = settings.stream_retention if type_ in TERMINAL else settings.stream_active_ttl
+        return self.append_all(run_id, [(type_, data)], attempt)[-1]
+
+    def append_all(self, run_id, items: list[tuple[str, dict[str, Any]]], attempt: int, *, expire: bool = True,
+                   publish: tuple[str, str] | None = None) -> list[int]:
+        """Events written back to back, in one round trip (a pipeline): the XADDs in order, then the
+        EXPIRE (``expire``: the writer knows when the log's TTL is already fresh), then ``publish``
+        (channel, message) once they are in. The ids of the events, in order."""
+        key = self.key(run_id)
         pipe = self._writer.pipeline(transaction=False)
-        pipe.xadd(self.key(run_id), {"t": type_, "a": attempt, "d": json.dumps(data, separators=(",", ":"))},
-                  id="0-*", maxlen=settings.stream_max_events, approximate=True)
-        pipe.expire(self.key(run_id), max(1, int(ttl)))
-        entry_id, _ = pipe.execute()
-        return _number(entry_id)
+        for type_, data in items:
+            pipe.xadd(key, {"t": type_, "a": attempt, "d": json.dumps(data, separators=(",", ":"))},
+                      id="0-*", maxlen=settings.stream_max_events, approximate=True)
+        if expire:
+            ttl = settings.stream_retention if items[-1][0] in TERMINAL else settings.stream_active_ttl
+            pipe.expire(key, max(1, int(ttl)))
+        if publish is not None:
+            pipe.publish(*publish)
+        replies = pipe.execute()
+        return [_number(entry_id) for entry_id in replies[:len(items)]]
 
     def read(self, run_id, after: int, timeout: float = 0.0) -> list[Event]:
         """Events after ``after``; waits up to ``timeout`` seconds for the first one (XREAD BLOCK,
@@ -149,6 +161,11 @@ class TableLog:
                     raise
         raise AssertionError("unreachable")
 
+    def append_all(self, run_id, items: list[tuple[str, dict[str, Any]]], attempt: int, *, expire: bool = True,
+                   publish: tuple[str, str] | None = None) -> list[int]:
+        """One insert per event (the table has no round trips to save); no TTL, no pub/sub here."""
+        return [self.append(run_id, type_, data, attempt) for type_, data in items]
+
     def read(self, run_id, after: int, timeout: float = 0.0) -> list[Event]:
         from shared.db import read
 
@@ -201,6 +218,28 @@ def append(run_id, type_: EventType | str, data: dict[str, Any], attempt: int = 
         return None
 
 
+def append_all(run_id, items: list[tuple[EventType | str, dict[str, Any]]], attempt: int = 0, *,
+               expire: bool = True, publish: tuple[str, str] | None = None) -> list[int] | None:
+    """Append events written back to back, in one round trip on Redis; their ids, or None if the log
+    could not take them (logged, never raised). ``expire=False`` leaves the log's TTL as it is (the
+    caller refreshed it recently); ``publish`` (channel, message) goes out on Redis after the events
+    (see ``published``)."""
+    try:
+        return event_log().append_all(run_id, [(str(t), d) for t, d in items], attempt, expire=expire,
+                                      publish=publish)
+    except Exception:  # noqa: BLE001 - the stored message is the truth; a lost event only costs the live view
+        log.warning("could not append %s to the event log of run %s", [str(t) for t, _ in items], run_id,
+                    exc_info=True)
+        return None
+
+
+def _ended(run_id, type_: EventType, data: dict[str, Any], attempt: int, publish: tuple[str, str] | None) -> bool:
+    """Append a terminal event, with ``publish`` in the same round trip on Redis; True when the
+    message was published with it (else the caller publishes it on its own)."""
+    ids = append_all(run_id, [(type_, data)], attempt, publish=publish)
+    return ids is not None and publish is not None and isinstance(event_log(), RedisLog)
+
+
 def run_queued(run_id, response_message_id, request_message_id) -> None:
     """The first event of a run, appended by the API after the post's commit and before the enqueue
     (so it always precedes the worker's ``run.started``)."""
@@ -208,20 +247,22 @@ def run_queued(run_id, response_message_id, request_message_id) -> None:
                                           "request_message_id": str(request_message_id)})
 
 
-def run_ended(run_id, attempt: int, response_message_id, *, failed: bool, error: str | None = None) -> None:
+def run_ended(run_id, attempt: int, response_message_id, *, failed: bool, error: str | None = None,
+              publish: tuple[str, str] | None = None) -> bool:
     """The last event, appended after the answer is stored. The API renders the stored message into
-    it in the dialect's own shape, so the log keeps only the ids."""
+    it in the dialect's own shape, so the log keeps only the ids. ``publish``: the run-finished
+    wake-up (shared/notify.py), sent in the same round trip; True when it was."""
     data: dict[str, Any] = {"run_id": str(run_id), "message_id": str(response_message_id)}
     if failed:
-        append(run_id, EventType.RUN_FAILED, {**data, "error": error or "The run failed."}, attempt)
-    else:
-        append(run_id, EventType.MESSAGE_COMPLETED, data, attempt)
+        return _ended(run_id, EventType.RUN_FAILED, {**data, "error": error or "The run failed."}, attempt, publish)
+    return _ended(run_id, EventType.MESSAGE_COMPLETED, data, attempt, publish)
 
 
-def run_cancelled(run_id, attempt: int, response_message_id) -> None:
+def run_cancelled(run_id, attempt: int, response_message_id, publish: tuple[str, str] | None = None) -> bool:
     """The last event of a cancelled run, appended after the partial answer is stored (by the worker;
-    by the API for a run cancelled while still queued)."""
-    append(run_id, EventType.RUN_CANCELLED, {"run_id": str(run_id), "message_id": str(response_message_id)}, attempt)
+    by the API for a run cancelled while still queued). ``publish`` as for ``run_ended``."""
+    return _ended(run_id, EventType.RUN_CANCELLED, {"run_id": str(run_id), "message_id": str(response_message_id)},
+                  attempt, publish)
 
 
 def streamed_text(run_id, attempt: int, limit: int = 20) -> str:

@@ -47,6 +47,12 @@ def redis_client():
     return _client
 
 
+def run_finished_message(run_id) -> tuple[str, str] | None:
+    """The run-finished wake-up as (channel, message), for a writer that sends it in a pipeline of its
+    own (the worker's terminal event, shared/events.py); None without Redis."""
+    return (settings.notify_channel, str(run_id)) if settings.redis_url else None
+
+
 def publish_run_finished(run_id: str) -> None:
     client = redis_client()
     if client is None:

@@ -128,12 +128,15 @@ def execute_run(run_id: str) -> str:
         log.warning("run %s: lease lost (or rolled back) before the answer was stored", run_id)
         return "lease-lost"
     # After the commit: the stored answer is what a streaming client gets in this event.
+    # The run-finished wake-up rides in the terminal event's round trip; on its own if that failed.
+    wake_up = notify.run_finished_message(run_id)
     if finished.status == Status.CANCELLED:
-        events.run_cancelled(job.run_id, job.attempt, job.response_message_id)
+        published = events.run_cancelled(job.run_id, job.attempt, job.response_message_id, publish=wake_up)
     else:
-        events.run_ended(job.run_id, job.attempt, job.response_message_id, failed=outcome.is_error,
-                         error=outcome.content if outcome.is_error else None)
-    notify.publish_run_finished(run_id)
+        published = events.run_ended(job.run_id, job.attempt, job.response_message_id, failed=outcome.is_error,
+                                     error=outcome.content if outcome.is_error else None, publish=wake_up)
+    if not published:
+        notify.publish_run_finished(run_id)
     if finished.next_run is not None:
         enqueue_run(finished.next_run)
     for delivery_id in finished.deliveries:  # recorded with the run's end (shared/services/webhooks.py)

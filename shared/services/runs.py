@@ -447,16 +447,23 @@ def _build_claim_in_one_statement():
     memories = memory_store.newest_as_json(THREADS.c.tenant_id, THREADS.c.user_id,
                                            bindparam("memory_limit")).lateral("recall")
     def on_request_row(value, name: str):
-        """The JSON values the job reads from the request's row only: NULL on the history rows, so the
-        driver does not decode them once per row (up to HISTORY_LIMIT times)."""
+        """The values the job reads from the request's row only: NULL on the history rows, so the
+        driver does not decode them once per row (up to HISTORY_LIMIT times): the JSON values, and
+        the run's, thread's and workflow's columns, which are the same on every row (five UUIDs a
+        row among them: psycopg2 builds a uuid.UUID for each). A history row is its id, role and
+        content."""
         return case((prompt.c.id == claimed.c.request_message_id, value)).label(name)
 
     return (
-        select(claimed.c.attempts, claimed.c.thread_id, claimed.c.request_message_id,
-               claimed.c.response_message_id, claimed.c.model_id, prompt.c.id, prompt.c.role, prompt.c.content,
-               on_request_row(prompt.c.context, "context"), prompt.c.context_key, THREADS.c.tenant_id,
-               THREADS.c.user_id, on_request_row(THREADS.c.context, "thread_context"), WORKFLOWS.c.system_prompt,
-               on_request_row(WORKFLOWS.c.tools, "workflow_tools"), WORKFLOWS.c.id.label("found_workflow_id"),
+        select(on_request_row(claimed.c.attempts, "attempts"), on_request_row(claimed.c.thread_id, "thread_id"),
+               on_request_row(claimed.c.request_message_id, "request_message_id"),
+               on_request_row(claimed.c.response_message_id, "response_message_id"),
+               on_request_row(claimed.c.model_id, "model_id"), prompt.c.id, prompt.c.role, prompt.c.content,
+               on_request_row(prompt.c.context, "context"), on_request_row(prompt.c.context_key, "context_key"),
+               on_request_row(THREADS.c.tenant_id, "tenant_id"), on_request_row(THREADS.c.user_id, "user_id"),
+               on_request_row(THREADS.c.context, "thread_context"),
+               on_request_row(WORKFLOWS.c.system_prompt, "system_prompt"),
+               on_request_row(WORKFLOWS.c.tools, "workflow_tools"), on_request_row(WORKFLOWS.c.id, "found_workflow_id"),
                on_request_row(memories.c.memories, "memories"), on_request_row(claimed.c.permissions, "permissions"))
         .select_from(
             claimed.join(THREADS, THREADS.c.id == claimed.c.thread_id)
@@ -513,7 +520,7 @@ def claim(run_id: uuid.UUID, owner: str) -> RunJob | None:
             with transaction() as session:
                 _fail_if_out_of_attempts(session, run_id, database_now(session))
             return None
-        claimed = rows[0]
+        claimed = rows[0]  # the request's row (the run's columns are on it only); without one, _job raises
         workflow = (SimpleNamespace(system_prompt=claimed.system_prompt, tools=claimed.workflow_tools)
                     if claimed.found_workflow_id is not None else None)
         job = _job(run_id, owner, claimed, [row for row in rows if row.id is not None], workflow)

@@ -45,6 +45,21 @@ def test_every_test_starts_from_an_empty_database(connection, principal, thread,
 
 # -- claim -----------------------------------------------------------------------------------------
 
+
+@pytest.mark.parametrize("with_history", [False, True])
+def test_a_claim_whose_request_message_is_not_there_raises(connection, principal, thread, with_history):
+    """The run's columns come on the request's row only (the history rows carry NULL there): a run
+    whose request is not among the prompt rows must still be refused, not turned into a job of NULLs."""
+    if with_history:
+        post_user_message(principal, thread.id, content="earlier")
+        runs.finish(runs.claim(run_row_ids(connection, thread.id)[0], "worker-a"), Outcome(content="earlier answer"))
+    exchange = post_user_message(principal, thread.id, content="hello")
+    request_id = run_row(connection, exchange.run_id).request_message_id
+    connection.execute(update(MESSAGES).where(MESSAGES.c.id == request_id).values(status=Status.IN_PROGRESS))
+
+    with pytest.raises(RuntimeError, match="request message is missing"):
+        runs.claim(exchange.run_id, "worker-a")
+
 def test_claim_takes_a_queued_run_once_and_reads_what_the_agent_needs(connection, principal, thread):
     post_user_message(principal, thread.id, content="earlier")  # its run is answered first, below
     earlier = runs.claim(run_row_ids(connection, thread.id)[0], "worker-a")

@@ -76,12 +76,16 @@ class Clock:
         return self.now
 
 
-def recorder():
+def recorder(round_trips: list | None = None):
+    """The events written, one by one; ``round_trips`` gets the types and TTL refresh of each call
+    (one call is one pipeline on Redis)."""
     written: list[tuple[str, dict, int]] = []
 
-    def append(run_id, type_, data, attempt):
-        written.append((str(type_), data, attempt))
-        return len(written)
+    def append(run_id, items, attempt, *, expire=True):
+        if round_trips is not None:
+            round_trips.append(([str(t) for t, _ in items], expire))
+        written.extend((str(t), data, attempt) for t, data in items)
+        return list(range(len(written) - len(items) + 1, len(written) + 1))
 
     return written, append
 
@@ -108,14 +112,53 @@ def test_a_lost_lease_stops_the_writing_and_a_failed_append_stops_it_too():
     ours = [True]
     run = RunEvents(uuid.uuid4(), 1, lambda: ours[0], append=append)
     run.started()
+    run.text("first")
     ours[0] = False
     run.text("late")
     run.end_text()
-    assert [t for t, _, _ in written] == ["run.started"]
+    run.close()
+    assert [t for t, _, _ in written] == ["run.started", "message.delta"]
+
+    lost_at_once = RunEvents(uuid.uuid4(), 1, lambda: False, append=append)
+    lost_at_once.started()  # waits for the next event, and by then the lease is gone: nothing at all
+    lost_at_once.close()
+    assert len(written) == 2
 
     calls = []
-    broken = RunEvents(uuid.uuid4(), 1, lambda: True, append=lambda *a: calls.append(a) and None)
+    broken = RunEvents(uuid.uuid4(), 1, lambda: True, append=lambda *a, **k: calls.append(a) and None)
     broken.started()
     broken.text("x")
     broken.end_text()
     assert len(calls) == 1  # Redis away: one try, then the run goes on without a live view
+
+
+def test_events_written_back_to_back_share_a_round_trip_and_the_ttl_is_refreshed_rarely():
+    """run.started goes with the first step.started, the text still waiting with the step.* event
+    after it; the log's TTL is refreshed by the attempt's first write, then after half the active TTL."""
+    from types import SimpleNamespace
+
+    trips: list = []
+    written, append = recorder(trips)
+    clock = Clock()
+    run = RunEvents(uuid.uuid4(), 1, lambda: True, clock=clock, append=append)
+    run.started()
+    run.step_started(0, "model_call", "m", None)
+    run.text("a")  # the first piece at once
+    run.text("b")  # within the interval: waits for the step's end
+    step = SimpleNamespace(index=0, kind="model_call", name="m", arguments=None, status="completed", output="ab")
+    clock.now += settings.stream_active_ttl  # a long step: the next write refreshes the TTL
+    run.step_completed(step)
+    run.close()  # nothing left
+    assert trips == [(["run.started", "step.started"], True), (["message.delta"], False),
+                     (["message.delta", "step.completed"], True)]
+    assert "".join(d["text"] for t, d, _ in written if t == "message.delta") == "ab"
+
+
+def test_close_writes_run_started_and_the_text_when_no_step_did():
+    written, append = recorder()
+    run = RunEvents(uuid.uuid4(), 1, lambda: True, append=append)
+    run.started()
+    run.text("<ci")  # held back: it may become a citation marker
+    run.close()
+    assert [(t, d) for t, d, _ in written] == [("run.started", {"run_id": str(run.run_id), "attempt": 1}),
+                                              ("message.delta", {"text": "<ci"})]

@@ -135,7 +135,7 @@ class Agent:
                         self.partial += text
                         self.events.text(text)
                     self._check()  # a lost lease, a cancel or the deadline ends the call between chunks
-            self.events.end_text()
+            # The text still waiting goes out with this step's step.completed (_record, below).
             message = assembler.result()
             usage = message.usage
             for key in self.usage:
@@ -243,4 +243,7 @@ def recall_memories(job: RunJob) -> list[str]:
 def run(job: RunJob, still_ours: Callable[[], bool], cancelled: Callable[[], bool] = lambda: False) -> Outcome:
     events = RunEvents(job.run_id, job.attempt, still_ours)
     events.started()  # attempt n: a client drops any partial text of an earlier attempt
-    return Agent(job, still_ours, recall_memories(job), events, cancelled).run()
+    try:
+        return Agent(job, still_ours, recall_memories(job), events, cancelled).run()
+    finally:
+        events.close()  # run.started, if no step wrote it (the agent failed or stopped first)

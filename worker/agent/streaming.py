@@ -135,40 +135,54 @@ def bounded(text: str | None, limit: int) -> str | None:
 
 
 class RunEvents:
-    """Writes one run attempt's events (see the module docstring)."""
+    """Writes one run attempt's events (see the module docstring), in as few round trips as keep them
+    live: events that follow each other with no wait in between go out together (``run.started``
+    with the first step's ``step.started``; the text still waiting with the ``step.*`` event that
+    follows it), and the log's TTL is refreshed with the attempt's first write, then only once half
+    of STREAM_ACTIVE_TTL has passed (the terminal event sets the retention, shared/events.py).
+    Whatever is still waiting is written by ``close()``."""
 
     def __init__(self, run_id, attempt: int, still_ours: Callable[[], bool],
                  clock: Callable[[], float] = time.monotonic,
-                 append: Callable[..., int | None] = events.append):
+                 append: Callable[..., list[int] | None] = events.append_all):
         self.run_id, self.attempt = run_id, attempt
         self.still_ours = still_ours
         self._clock, self._append_to_log = clock, append
+        self._waiting: list[tuple[EventType, dict[str, Any]]] = []  # written with the next event
         self._buffer: list[str] = []
         self._buffered = 0
         self._last_flush = -math.inf
+        self._refresh_ttl_at = -math.inf
         self._filter = CiteFilter()
         self._broken = False
 
-    def _append(self, type_: EventType, data: dict[str, Any]) -> None:
-        if self._broken or not self.still_ours():  # a worker that lost its lease stops writing
+    def _write(self, items: list[tuple[EventType, dict[str, Any]]]) -> None:
+        items, self._waiting = self._waiting + items, []
+        if not items or self._broken or not self.still_ours():  # a worker that lost its lease stops writing
             return
-        if self._append_to_log(self.run_id, type_, data, self.attempt) is None:
+        now = self._clock()
+        expire = now >= self._refresh_ttl_at
+        if self._append_to_log(self.run_id, items, self.attempt, expire=expire) is None:
             self._broken = True
+        elif expire:
+            self._refresh_ttl_at = now + settings.stream_active_ttl / 2
 
     def started(self) -> None:
-        """``run.started``: clients drop any partial text they have and start over."""
-        self._append(EventType.RUN_STARTED, {"run_id": str(self.run_id), "attempt": self.attempt})
+        """``run.started``: clients drop any partial text they have and start over. Written with the
+        first step's event (the agent's set-up in between does no I/O), or by ``close()``."""
+        self._waiting.append((EventType.RUN_STARTED, {"run_id": str(self.run_id), "attempt": self.attempt}))
 
     def step_started(self, index: int, kind: str, name: str, arguments: dict[str, Any] | None) -> None:
-        self.flush()
-        self._append(EventType.STEP_STARTED, {"index": index, "kind": kind, "name": name, "arguments": arguments})
+        self._write([*self._text_event(), (EventType.STEP_STARTED,
+                                           {"index": index, "kind": kind, "name": name, "arguments": arguments})])
 
     def step_completed(self, step) -> None:
-        self.flush()
-        self._append(EventType.STEP_COMPLETED, {
+        """Also ends the text of the step (a model call's): what is still waiting goes out with it."""
+        self._end_filter()
+        self._write([*self._text_event(), (EventType.STEP_COMPLETED, {
             "index": step.index, "kind": step.kind, "name": step.name, "arguments": step.arguments,
             "status": step.status, "output": bounded(step.output, settings.stream_step_output_chars),
-        })
+        })])
 
     def text(self, piece: str) -> None:
         piece = self._filter.feed(piece)
@@ -182,19 +196,30 @@ class RunEvents:
             self.flush(now)
 
     def end_text(self) -> None:
-        """The model call's text is complete: write what is still waiting."""
-        if tail := self._filter.finish():
-            self._buffer.append(tail)
-            self._buffered += len(tail)
+        """The text is complete: write what is still waiting."""
+        self._end_filter()
         self.flush()
 
     def flush(self, now: float | None = None) -> None:
+        self._write(self._text_event(now))
+
+    def close(self) -> None:
+        """Write whatever is still waiting (the attempt is over, or the agent stopped early)."""
+        self._end_filter()
+        self.flush()
+
+    def _end_filter(self) -> None:
+        if tail := self._filter.finish():
+            self._buffer.append(tail)
+            self._buffered += len(tail)
+
+    def _text_event(self, now: float | None = None) -> list[tuple[EventType, dict[str, Any]]]:
         if not self._buffered:
-            return
+            return []
         text = "".join(self._buffer)
         self._buffer, self._buffered = [], 0
         self._last_flush = self._clock() if now is None else now
-        self._append(EventType.MESSAGE_DELTA, {"text": text})
+        return [(EventType.MESSAGE_DELTA, {"text": text})]
 
 
 def parse_arguments(arguments: str | None) -> dict[str, Any] | None:
