@@ -4,7 +4,7 @@ from __future__ import annotations
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from api import docs_ui, errors
+from api import docs_ui, errors, rate_limit_storage
 from api.dialects.common import STORABLE_JSON_SCHEMAS
 from api.extensions import api, limiter
 from shared.config import Settings, settings
@@ -28,6 +28,14 @@ def check_secret_key(config: Settings) -> None:
             "SECRET_KEY=$(python -c 'import secrets; print(secrets.token_urlsafe(48))')")
 
 
+def rate_limit_storage_uri(redis_url: str) -> str:
+    """The limiter's storage: Redis through api/rate_limit_storage.py (one round trip per limited
+    request), else in memory (embedded mode)."""
+    if redis_url.startswith(("redis://", "rediss://")):
+        return "threadline+" + redis_url
+    return redis_url or "memory://"
+
+
 def create_app(config: dict | None = None) -> Flask:
     logs.configure()  # LOG_FORMAT text|json, with the request id on every line
     check_secret_key(settings)
@@ -45,7 +53,7 @@ def create_app(config: dict | None = None) -> Flask:
         OPENAPI_JSON_PATH="openapi.json",
         OPENAPI_SWAGGER_UI_PATH="/docs",
         OPENAPI_SWAGGER_UI_URL=docs_ui.ASSET_URL,  # served from the pinned package, no CDN (api/docs_ui.py)
-        RATELIMIT_STORAGE_URI=settings.redis_url or "memory://",
+        RATELIMIT_STORAGE_URI=rate_limit_storage_uri(settings.redis_url),
         # Without timeouts an API host whose packets to Redis vanish (a partition, not a refused
         # connection) hangs every request in the limiter's INCR until TCP gives up, minutes later
         # (tests/hosts/test_redis_partition.py). With them the limiter errs within 2 s and, swallowed,
@@ -76,6 +84,8 @@ def create_app(config: dict | None = None) -> Flask:
     api.DEFAULT_ERROR_RESPONSE_NAME = None  # each dialect documents its own error format (alt_response)
     api.init_app(app)
     limiter.init_app(app)
+    # before the limiter's own hook: a request starts with nothing counted (api/rate_limit_storage.py)
+    app.before_request_funcs.setdefault(None, []).insert(0, rate_limit_storage.forget)
     errors.install(app)  # after api.init_app, so our renderers replace flask-smorest's
 
     from api.dialects import ai_threads, chats, v1_threads

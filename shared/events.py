@@ -88,8 +88,7 @@ class RedisLog:
         key = self.key(run_id)
         pipe = self._writer.pipeline(transaction=False)
         for type_, data in items:
-            pipe.xadd(key, {"t": type_, "a": attempt, "d": json.dumps(data, separators=(",", ":"))},
-                      id="0-*", maxlen=settings.stream_max_events, approximate=True)
+            self._add_xadd(pipe, key, type_, data, attempt)
         if expire:
             ttl = settings.stream_retention if items[-1][0] in TERMINAL else settings.stream_active_ttl
             pipe.expire(key, max(1, int(ttl)))
@@ -97,6 +96,22 @@ class RedisLog:
             pipe.publish(*publish)
         replies = pipe.execute()
         return [_number(entry_id) for entry_id in replies[:len(items)]]
+
+    def pipeline(self):
+        """A non-transactional pipeline on the writer's connection pool (commands go in order)."""
+        return self._writer.pipeline(transaction=False)
+
+    def add_append(self, pipe, run_id, type_: str, data: dict[str, Any], attempt: int) -> None:
+        """Queue one append (XADD and EXPIRE, two replies) on ``pipe``: the API sends ``run.queued`` in
+        the same round trip as the task's LPUSH that follows it (shared/queue.py)."""
+        ttl = settings.stream_retention if type_ in TERMINAL else settings.stream_active_ttl
+        self._add_xadd(pipe, self.key(run_id), type_, data, attempt)
+        pipe.expire(self.key(run_id), max(1, int(ttl)))
+
+    @staticmethod
+    def _add_xadd(pipe, key: str, type_: str, data: dict[str, Any], attempt: int) -> None:
+        pipe.xadd(key, {"t": type_, "a": attempt, "d": json.dumps(data, separators=(",", ":"))},
+                  id="0-*", maxlen=settings.stream_max_events, approximate=True)
 
     def read(self, run_id, after: int, timeout: float = 0.0) -> list[Event]:
         """Events after ``after``; waits up to ``timeout`` seconds for the first one (XREAD BLOCK,
@@ -243,8 +258,12 @@ def _ended(run_id, type_: EventType, data: dict[str, Any], attempt: int, publish
 def run_queued(run_id, response_message_id, request_message_id) -> None:
     """The first event of a run, appended by the API after the post's commit and before the enqueue
     (so it always precedes the worker's ``run.started``)."""
-    append(run_id, EventType.RUN_QUEUED, {"run_id": str(run_id), "message_id": str(response_message_id),
-                                          "request_message_id": str(request_message_id)})
+    append(run_id, EventType.RUN_QUEUED, run_queued_data(run_id, response_message_id, request_message_id))
+
+
+def run_queued_data(run_id, response_message_id, request_message_id) -> dict[str, str]:
+    return {"run_id": str(run_id), "message_id": str(response_message_id),
+            "request_message_id": str(request_message_id)}
 
 
 def run_ended(run_id, attempt: int, response_message_id, *, failed: bool, error: str | None = None,

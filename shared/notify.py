@@ -63,14 +63,43 @@ def publish_run_finished(run_id: str) -> None:
         log.warning("could not publish run-finished for %s", run_id, exc_info=True)
 
 
+RECENTLY_FINISHED_SECONDS = 30.0  # how long the listener remembers a run-finished it received
+
+
 class _Listener:
-    """One subscription per process, fanning wake-ups out to the waiting requests."""
+    """One subscription per process, fanning wake-ups out to the waiting requests.
+
+    It also remembers the runs it heard finish in the last RECENTLY_FINISHED_SECONDS, so a request
+    that starts waiting need not ask the database whether its run finished before it registered
+    (``finished_before``): while the subscription is confirmed, a run whose finish was not heard had
+    not finished when the waiter registered, and its wake-up will come (or, lost, the re-check's)."""
 
     def __init__(self) -> None:
         self._events: dict[str, set[threading.Event]] = defaultdict(set)
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._rechecker: threading.Thread | None = None
+        self._subscribed = False  # the subscription is confirmed and no message since can have been lost
+        self._recent: dict[str, float] = {}  # run id -> when its finish was heard (insertion order)
+
+    def finished_before(self, run_id: str) -> bool | None:
+        """Heard finished (True), not heard while listening (False), or unknown (None: not subscribed,
+        or reconnecting). Call after ``register``: a finish heard later wakes the registered event."""
+        with self._lock:
+            if run_id in self._recent:
+                return True
+            return False if self._subscribed else None
+
+    def _heard(self, run_id: str) -> None:
+        now = time.monotonic()
+        with self._lock:
+            recent = self._recent
+            recent[run_id] = now
+            while recent:  # drop the oldest (insertion order is time order)
+                oldest, at = next(iter(recent.items()))
+                if now - at <= RECENTLY_FINISHED_SECONDS:
+                    break
+                del recent[oldest]
 
     def register(self, run_id: str) -> threading.Event:
         event = threading.Event()
@@ -106,13 +135,21 @@ class _Listener:
         while True:
             try:
                 client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=2, health_check_interval=10)
-                pubsub = client.pubsub(ignore_subscribe_messages=True)
+                pubsub = client.pubsub()
                 pubsub.subscribe(settings.notify_channel)
-                self._wake(None)  # anything finished while we were not listening: re-check
                 for message in pubsub.listen():
-                    if message.get("type") == "message":
-                        self._wake(message["data"].decode())
+                    kind = message.get("type")
+                    if kind == "message":
+                        run_id = message["data"].decode()
+                        self._heard(run_id)  # before the wake: see finished_before
+                        self._wake(run_id)
+                    elif kind == "subscribe":
+                        with self._lock:
+                            self._subscribed = True
+                        self._wake(None)  # anything finished while we were not listening: re-check
             except Exception:  # noqa: BLE001 - reconnect; waiters keep their own safety re-check
+                with self._lock:
+                    self._subscribed = False
                 log.warning("run-finished listener lost Redis; reconnecting", exc_info=True)
                 time.sleep(0.5)
 
@@ -167,7 +204,9 @@ def wait_for_run(run_id: str, timeout: float, is_done: Callable[[], bool]) -> bo
             time.sleep(min(settings.poll_interval, max(0.0, deadline - time.monotonic())))
     event = _listener.register(str(run_id))
     try:
-        if is_done():  # finished before we subscribed
+        # finished before we registered? Asking the database is only needed when the listener cannot
+        # tell (not subscribed yet, reconnecting) or heard it finish.
+        if _listener.finished_before(str(run_id)) is not False and is_done():
             return True
         while (remaining := deadline - time.monotonic()) > 0:
             if event.wait(remaining):

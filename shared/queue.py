@@ -118,6 +118,86 @@ def enqueue_run(run_id: uuid.UUID) -> bool:
         return False
 
 
+def enqueue_queued_run(run_id: uuid.UUID, response_message_id, request_message_id) -> bool:
+    """The post's ``run.queued`` event, then the run's task: one Redis round trip where it can be.
+
+    When the broker is the event log's Redis (the production setup) and tracing is off, both go in one
+    non-transactional pipeline: Redis runs its commands in order, so the event is in the log before
+    the task is in the queue and no worker can write ``run.started`` ahead of it. The task is the
+    message Celery's ``send_task`` would publish (``task_message``), pushed on the queue's list as
+    kombu's Redis transport does. Otherwise (embedded mode, a broker elsewhere, tracing, which adds
+    its context through Celery's publish) the two are sent one after the other as before. Like
+    ``enqueue_run``: False when the task could not be sent (the sweeper sends it again), and a lost
+    event is only logged (the stored message is the truth)."""
+    from shared import events
+
+    log_ = events.event_log()
+    if not _direct_publish_possible(log_):
+        events.run_queued(run_id, response_message_id, request_message_id)
+        return enqueue_run(run_id)
+    try:
+        message = task_message(str(run_id))
+        pipe = log_.pipeline()
+        log_.add_append(pipe, run_id, events.EventType.RUN_QUEUED,
+                        events.run_queued_data(run_id, response_message_id, request_message_id), 0)
+        pipe.lpush(settings.run_queue, message)
+        *appended, pushed = pipe.execute(raise_on_error=False)
+    except Exception:  # noqa: BLE001 - any broker failure means "the sweeper will retry"
+        log.warning("could not enqueue run %s; the sweeper will retry", run_id, exc_info=True)
+        return False
+    if any(isinstance(reply, Exception) for reply in appended):
+        log.warning("could not append run.queued to the event log of run %s: %s", run_id, appended)
+    if isinstance(pushed, Exception):
+        log.warning("could not enqueue run %s; the sweeper will retry: %s", run_id, pushed)
+        return False
+    return True
+
+
+def _direct_publish_possible(event_log) -> bool:
+    from shared import events
+
+    return (isinstance(event_log, events.RedisLog) and settings.broker_url == settings.redis_url
+            and not settings.tracing and not celery_app().conf.broker_transport_options.get("global_keyprefix"))
+
+
+def task_message(run_id: str) -> bytes:
+    """``execute_run(run_id)`` as the JSON envelope kombu's Redis transport stores in the queue's list.
+
+    What ``send_task`` publishes, built without its producer pool and kombu's publish path (a fifth of
+    the post's CPU in the profile): Celery's own protocol-2 headers and body (``as_task_v2``), the
+    ``before_task_publish``/``after_task_publish`` signals with the arguments Celery sends them (the API
+    stamps its request id and the enqueue time there), and kombu's envelope (JSON body, base64,
+    persistent, priority 0, the default exchange routing to the queue). tests/unit/test_task_message.py
+    compares it with what ``send_task`` puts on the list."""
+    import base64
+
+    from celery import signals
+    from kombu.utils.json import dumps
+
+    app = celery_app()
+    task_id = str(uuid.uuid4())
+    headers, properties, body, _ = app.amqp.as_task_v2(task_id, EXECUTE_RUN, args=[run_id], kwargs={},
+                                                      reply_to=app.thread_oid, ignore_result=None)
+    queue = settings.run_queue
+    if signals.before_task_publish.receivers:
+        signals.before_task_publish.send(sender=EXECUTE_RUN, body=body, exchange="", routing_key=queue,
+                                         headers=headers, properties=properties, declare=[], retry_policy=None)
+    envelope = {
+        "body": base64.b64encode(dumps(body).encode()).decode(),
+        "content-encoding": "utf-8",
+        "content-type": "application/json",
+        "headers": headers,
+        "properties": {**properties, "delivery_mode": 2, "delivery_info": {"exchange": "", "routing_key": queue},
+                       "priority": 0, "body_encoding": "base64", "delivery_tag": str(uuid.uuid4())},
+    }
+    if signals.after_task_publish.receivers:
+        # (sent once the message is built, just before it is pushed; only tracing listens, which takes
+        # the send_task path anyway)
+        signals.after_task_publish.send(sender=EXECUTE_RUN, body=body, headers=headers, exchange="",
+                                        routing_key=queue)
+    return dumps(envelope).encode()
+
+
 def dead_letter(raw: bytes | str, reason: str, identity: str, queue: str | None = None) -> None:
     """Move one message that can never be processed aside (log, store, count) through the broker's
     channel: the dead-letter folder in embedded mode, the ``<queue>.dead-letter`` list on Redis.

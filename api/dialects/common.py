@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Callable
 
-from flask_smorest import Blueprint
+from api.extensions import Blueprint
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
 
 from shared.config import settings

@@ -24,7 +24,7 @@ from shared.db import prepared, read, transaction
 from shared.errors import Conflict, NotFound, ValidationFailed
 from shared.models import Message, Run, RunStep, Status, Thread, utcnow
 from shared.permissions import Principal
-from shared.queue import enqueue_run
+from shared.queue import enqueue_queued_run, enqueue_run
 from shared.services import runs
 from shared.services.threads import MAX_THREAD_ID, check_model, check_workflow, owned_thread
 
@@ -240,12 +240,14 @@ def post_user_message(
                 raise Conflict("This message id is already in use.") from None
             return replay
     _announce(cancels, rolled_back=busy_policy == runs.BusyPolicy.ROLLBACK)
-    events.run_queued(exchange.run_id, exchange.response.id, exchange.request.id)  # before the worker's run.started
     if busy_policy == runs.BusyPolicy.INTERRUPT:
+        events.run_queued(exchange.run_id, exchange.response.id, exchange.request.id)  # before the worker's run.started
         for cancel in cancels:  # the new answer waits for these to end: make sure they do, promptly
             if cancel.effect == runs.CancelEffect.REQUESTED:
                 _stop_within_grace(cancel.run_id, cancel.response_message_id, CANCEL_GRACE)
-    enqueue_run(exchange.run_id)
+        enqueue_run(exchange.run_id)
+    else:  # run.queued, then the task (in that order, one Redis round trip in production)
+        enqueue_queued_run(exchange.run_id, exchange.response.id, exchange.request.id)
     return exchange
 
 

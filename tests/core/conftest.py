@@ -72,6 +72,7 @@ def enqueued(monkeypatch):
     from shared.services import messages
 
     monkeypatch.setattr(messages, "enqueue_run", sent.append)
+    monkeypatch.setattr(messages, "enqueue_queued_run", lambda run_id, *_ids: sent.append(run_id))
     return sent
 
 

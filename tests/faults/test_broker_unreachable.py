@@ -24,13 +24,16 @@ started = time.monotonic()
 sent = enqueue_run(uuid.uuid4())
 print(json.dumps({"sent": sent, "seconds": time.monotonic() - started}))
 """
+# The post's path: run.queued and the task in one pipeline (shared/queue.py enqueue_queued_run)
+POST_PROBE = PROBE.replace("enqueue_run(uuid.uuid4())", "enqueue_queued_run(uuid.uuid4(), uuid.uuid4(), uuid.uuid4())"
+                           ).replace("import enqueue_run", "import enqueue_queued_run")
 
 
-def enqueue_against(port: int) -> dict:
+def enqueue_against(port: int, probe: str = PROBE) -> dict:
     url = f"redis://127.0.0.1:{port}/0"
     env = {"PATH": "/usr/bin:/bin", "CELERY_BROKER_URL": url, "REDIS_URL": url, "RUN_QUEUE": "runs-probe",
            "DATABASE_URL": "sqlite:///:memory:"}
-    done = subprocess.run([sys.executable, "-c", PROBE], cwd=ROOT, env=env, capture_output=True, text=True,
+    done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=60, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -63,3 +66,31 @@ def test_enqueue_gives_up_within_seconds_when_the_broker_hangs():
             sock.close()
     LEDGER.fault("broker_hung")
     assert result["sent"] is False and result["seconds"] < 8, result  # socket timeout 5 s, no endless retry
+
+
+def test_the_posts_enqueue_gives_up_quickly_when_redis_refuses():
+    result = enqueue_against(free_port(), POST_PROBE)
+    assert result["sent"] is False and result["seconds"] < 3, result
+
+
+def test_the_posts_enqueue_gives_up_within_seconds_when_redis_hangs():
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    held: list[socket.socket] = []
+
+    def hold() -> None:
+        while True:
+            try:
+                held.append(listener.accept()[0])
+            except OSError:
+                return
+
+    threading.Thread(target=hold, daemon=True).start()
+    try:
+        result = enqueue_against(listener.getsockname()[1], POST_PROBE)
+    finally:
+        listener.close()
+        for sock in held:
+            sock.close()
+    assert result["sent"] is False and result["seconds"] < 5, result  # the event log's 2 s socket timeout

@@ -7,7 +7,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import asdict
 
-from flask_smorest import Blueprint
+from api.extensions import Blueprint
 
 from api.auth import current_principal
 from api.dialects.ai_threads import schemas

@@ -5,7 +5,7 @@ import math
 import uuid
 
 from flask import url_for
-from flask_smorest import Blueprint
+from api.extensions import Blueprint
 
 from api import streaming
 from api.auth import current_principal

@@ -7,7 +7,7 @@ import uuid
 from http import HTTPStatus
 
 from flask import request, url_for
-from flask_smorest import Blueprint
+from api.extensions import Blueprint
 
 from api import auth, streaming
 from api.dialects.chats import schemas

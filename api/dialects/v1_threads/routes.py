@@ -10,7 +10,7 @@ import uuid
 from datetime import timezone
 
 from flask import url_for
-from flask_smorest import Blueprint
+from api.extensions import Blueprint
 
 from api import streaming
 from api.auth import current_principal
