@@ -240,7 +240,16 @@ def recall_memories(job: RunJob) -> list[str]:
         return []
 
 
-def run(job: RunJob, still_ours: Callable[[], bool], cancelled: Callable[[], bool] = lambda: False) -> Outcome:
-    events = RunEvents(job.run_id, job.attempt, still_ours)
+def run(job: RunJob, still_ours: Callable[[], bool], cancelled: Callable[[], bool] = lambda: False,
+        events: RunEvents | None = None) -> Outcome:
+    """Answer the job. Pass ``events`` to keep what it has not written yet (embedded mode batches them)
+    for the finish's transaction (``RunEvents.take_pending``); without it they are written here."""
+    own = events is None
+    if events is None:
+        events = RunEvents(job.run_id, job.attempt, still_ours)
     events.started()  # attempt n: a client drops any partial text of an earlier attempt
-    return Agent(job, still_ours, recall_memories(job), events, cancelled).run()
+    outcome = Agent(job, still_ours, recall_memories(job), events, cancelled).run()
+    if own:
+        events.end_text()
+        events.write_pending()
+    return outcome

@@ -8,7 +8,10 @@
   steps, and the text as ``message.delta``s, coalesced so a fast model cannot flood the log (one
   event once STREAM_COALESCE_SECONDS have passed since the last, or once STREAM_COALESCE_CHARS are
   waiting). It stops writing as soon as the run's lease is lost, and after the first failed append
-  (Redis away: the run goes on, clients fall back to the stored message).
+  (Redis away: the run goes on, clients fall back to the stored message). In embedded mode (the
+  ``run_events`` table on SQLite, one writer at a time) it batches: events wait and are written
+  together in one transaction at most every STREAM_TABLE_FLUSH_SECONDS, and what is still waiting when
+  the run ends goes into the finish's transaction (``take_pending``; shared/services/runs.finish).
 - ``CiteFilter`` drops the ``<cite chunk="…">…</cite>`` markers from the streamed text, as
   worker/agent/citations.py does from the stored answer, so the deltas add up to the stored content.
 """
@@ -139,10 +142,19 @@ class RunEvents:
 
     def __init__(self, run_id, attempt: int, still_ours: Callable[[], bool],
                  clock: Callable[[], float] = time.monotonic,
-                 append: Callable[..., int | None] = events.append):
+                 append: Callable[..., int | None] = events.append,
+                 batch_seconds: float | None = None,
+                 append_many: Callable[..., bool] = events.append_many):
+        """``batch_seconds``: None writes every event at once (Redis); a number batches them (embedded
+        mode's default: STREAM_TABLE_FLUSH_SECONDS) through ``append_many``."""
         self.run_id, self.attempt = run_id, attempt
         self.still_ours = still_ours
-        self._clock, self._append_to_log = clock, append
+        self._clock, self._append_to_log, self._append_many = clock, append, append_many
+        if batch_seconds is None and events.in_table() and append is events.append:
+            batch_seconds = settings.stream_table_flush_seconds
+        self._batch_seconds = batch_seconds
+        self._pending: list[tuple[str, dict[str, Any]]] = []
+        self._last_write = clock()  # a short run's events all go out with its finish
         self._buffer: list[str] = []
         self._buffered = 0
         self._last_flush = -math.inf
@@ -151,9 +163,35 @@ class RunEvents:
 
     def _append(self, type_: EventType, data: dict[str, Any]) -> None:
         if self._broken or not self.still_ours():  # a worker that lost its lease stops writing
+            self._pending = []
             return
-        if self._append_to_log(self.run_id, type_, data, self.attempt) is None:
+        if self._batch_seconds is None:
+            if self._append_to_log(self.run_id, type_, data, self.attempt) is None:
+                self._broken = True
+            return
+        self._pending.append((type_, data))
+        if self._clock() - self._last_write >= self._batch_seconds:
+            self.write_pending()
+
+    def write_pending(self) -> None:
+        """Write the events waiting (batched mode) in one go, if the lease still holds."""
+        if not self._pending:
+            return
+        pending, self._pending = self._pending, []
+        self._last_write = self._clock()
+        if self._broken or not self.still_ours():
+            return
+        if not self._append_many(self.run_id, pending, self.attempt):
             self._broken = True
+
+    def take_pending(self) -> list[tuple[str, dict[str, Any]]]:
+        """The events still waiting, handed to the finish, which inserts them in its own transaction
+        before the terminal event (and only if it stores the answer, i.e. the lease still holds).
+        Writes nothing more afterwards."""
+        self.end_text()
+        pending, self._pending = self._pending, []
+        self._broken = True  # this attempt's log is the finish's now
+        return pending if self._batch_seconds is not None else []
 
     def started(self) -> None:
         """``run.started``: clients drop any partial text they have and start over."""
