@@ -10,8 +10,11 @@
   waiting). It stops writing as soon as the run's lease is lost, and after the first failed append
   (Redis away: the run goes on, clients fall back to the stored message). In embedded mode (the
   ``run_events`` table on SQLite, one writer at a time) it batches: events wait and are written
-  together in one transaction at most every STREAM_TABLE_FLUSH_SECONDS, and what is still waiting when
-  the run ends goes into the finish's transaction (``take_pending``; shared/services/runs.finish).
+  together in one transaction once the oldest has waited STREAM_TABLE_FLUSH_SECONDS (by the run's own
+  thread at its next event, or by the process's ``_Flusher`` while the run waits on a slow tool or a
+  silent model), and what is still waiting when the run ends goes into the finish's transaction
+  (``take_pending``; shared/services/runs.finish). A run shorter than the interval writes no event
+  of its own.
 - ``CiteFilter`` drops the ``<cite chunk="…">…</cite>`` markers from the streamed text, as
   worker/agent/citations.py does from the stored answer, so the deltas add up to the stored content.
 """
@@ -20,7 +23,9 @@ from __future__ import annotations
 import json
 import math
 import re
+import threading
 import time
+import weakref
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -137,6 +142,42 @@ def bounded(text: str | None, limit: int) -> str | None:
     return text[:limit] + "…"
 
 
+class _Flusher:
+    """One daemon thread per process (embedded mode): writes the events of runs that have waited long
+    enough while their own thread is blocked (a slow tool, a model silent before its next token), so a
+    streaming client still sees ``step.started`` of a tool that takes a minute."""
+
+    def __init__(self) -> None:
+        self._runs: weakref.WeakSet[RunEvents] = weakref.WeakSet()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def add(self, run: "RunEvents") -> None:
+        with self._lock:
+            self._runs.add(run)
+            if self._thread is None or not self._thread.is_alive():  # (a forked worker starts its own)
+                self._thread = threading.Thread(target=self._loop, daemon=True, name="run-events-flusher")
+                self._thread.start()
+
+    def discard(self, run: "RunEvents") -> None:
+        with self._lock:
+            self._runs.discard(run)
+
+    def _loop(self) -> None:
+        while True:
+            time.sleep(max(0.01, settings.stream_table_flush_seconds / 4))
+            with self._lock:
+                runs = list(self._runs)
+            for run in runs:
+                try:
+                    run.write_if_due()
+                except Exception:  # noqa: BLE001 - appends never raise; this is a safety net for the thread
+                    pass
+
+
+_flusher = _Flusher()
+
+
 class RunEvents:
     """Writes one run attempt's events (see the module docstring)."""
 
@@ -145,52 +186,67 @@ class RunEvents:
                  append: Callable[..., int | None] = events.append,
                  batch_seconds: float | None = None,
                  append_many: Callable[..., bool] = events.append_many):
-        """``batch_seconds``: None writes every event at once (Redis); a number batches them (embedded
-        mode's default: STREAM_TABLE_FLUSH_SECONDS) through ``append_many``."""
+        """``batch_seconds``: None writes every event at once (Redis); a number batches them through
+        ``append_many`` (embedded mode's default: STREAM_TABLE_FLUSH_SECONDS, with the flusher)."""
         self.run_id, self.attempt = run_id, attempt
         self.still_ours = still_ours
         self._clock, self._append_to_log, self._append_many = clock, append, append_many
-        if batch_seconds is None and events.in_table() and append is events.append:
+        flusher = batch_seconds is None and events.in_table() and append is events.append
+        if flusher:
             batch_seconds = settings.stream_table_flush_seconds
         self._batch_seconds = batch_seconds
         self._pending: list[tuple[str, dict[str, Any]]] = []
-        self._last_write = clock()  # a short run's events all go out with its finish
+        self._pending_since = math.inf
+        self._writing = threading.Lock()  # the run's thread and the flusher: one write at a time, in order
         self._buffer: list[str] = []
         self._buffered = 0
         self._last_flush = -math.inf
         self._filter = CiteFilter()
         self._broken = False
+        if flusher:
+            _flusher.add(self)
 
     def _append(self, type_: EventType, data: dict[str, Any]) -> None:
-        if self._broken or not self.still_ours():  # a worker that lost its lease stops writing
-            self._pending = []
-            return
         if self._batch_seconds is None:
+            if self._broken or not self.still_ours():  # a worker that lost its lease stops writing
+                return
             if self._append_to_log(self.run_id, type_, data, self.attempt) is None:
                 self._broken = True
             return
-        self._pending.append((type_, data))
-        if self._clock() - self._last_write >= self._batch_seconds:
+        with self._writing:
+            if self._broken or not self.still_ours():
+                self._pending = []
+                return
+            if not self._pending:
+                self._pending_since = self._clock()
+            self._pending.append((type_, data))
+        self.write_if_due()
+
+    def write_if_due(self) -> None:
+        """Write the waiting events once the oldest has waited the interval."""
+        if self._pending and self._clock() - self._pending_since >= self._batch_seconds:
             self.write_pending()
 
     def write_pending(self) -> None:
         """Write the events waiting (batched mode) in one go, if the lease still holds."""
-        if not self._pending:
-            return
-        pending, self._pending = self._pending, []
-        self._last_write = self._clock()
-        if self._broken or not self.still_ours():
-            return
-        if not self._append_many(self.run_id, pending, self.attempt):
-            self._broken = True
+        with self._writing:  # held across the write: a later batch never overtakes an earlier one
+            if not self._pending:
+                return
+            pending, self._pending, self._pending_since = self._pending, [], math.inf
+            if self._broken or not self.still_ours():
+                return
+            if not self._append_many(self.run_id, pending, self.attempt):
+                self._broken = True
 
     def take_pending(self) -> list[tuple[str, dict[str, Any]]]:
         """The events still waiting, handed to the finish, which inserts them in its own transaction
         before the terminal event (and only if it stores the answer, i.e. the lease still holds).
         Writes nothing more afterwards."""
         self.end_text()
-        pending, self._pending = self._pending, []
-        self._broken = True  # this attempt's log is the finish's now
+        _flusher.discard(self)
+        with self._writing:
+            pending, self._pending, self._pending_since = self._pending, [], math.inf
+            self._broken = True  # this attempt's log is the finish's now
         return pending if self._batch_seconds is not None else []
 
     def started(self) -> None:
