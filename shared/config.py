@@ -133,6 +133,9 @@ class Settings:
     # Streaming (shared/events.py, worker/agent/streaming.py, api/streaming.py; docs/api.md "Streaming")
     stream_coalesce_seconds: float = env("STREAM_COALESCE_SECONDS", 0.05)  # at most one text delta per interval...
     stream_coalesce_chars: int = env("STREAM_COALESCE_CHARS", 200)  # ...unless this many characters are waiting
+    # Embedded mode (the run_events table): the worker's events are written together at most this often
+    # (one SQLite write transaction each time) and with the finish; with Redis every event goes out at once.
+    stream_table_flush_seconds: float = env("STREAM_TABLE_FLUSH_SECONDS", 0.25)
     stream_retention: float = env("STREAM_RETENTION", 3600.0)  # seconds a run's event log is kept after it ends
     stream_active_ttl: float = env("STREAM_ACTIVE_TTL", 86400.0)  # expiry of a log whose run has not ended
     stream_max_events: int = env("STREAM_MAX_EVENTS", 10000)  # events kept per run (Redis MAXLEN ~)

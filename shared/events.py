@@ -15,9 +15,17 @@ Two stores behind one interface:
   poll. The sweeper prunes the events of runs that ended STREAM_RETENTION seconds ago.
 
 The log is a view for clients, never the truth: the stored message is. Appending never raises (a lost
-event only costs a client the live view; the API falls back to the stored message), appends happen
-outside database transactions, and every event carries the attempt that wrote it so readers can
-drop what a worker that lost its lease wrote late.
+event only costs a client the live view; the API falls back to the stored message), and every event
+carries the attempt that wrote it so readers can drop what a worker that lost its lease wrote late.
+
+With Redis, appends happen outside database transactions; events written back to back share one
+pipeline (one round trip). With the table they are
+batched (issue 10: SQLite lets one writer in at a time, and a write transaction per event, about 8 per
+answer, made posts under a burst wait out the write lock and answer 503): ``run.queued`` is inserted
+in the post's own transaction, the worker's events wait in ``RunEvents`` (worker/agent/streaming.py)
+and go out together at most every STREAM_TABLE_FLUSH_SECONDS, and what is still waiting at the end
+goes into the finish's transaction with the terminal event, after the answer (``insert_in``). Ids stay
+1, 2, 3 … in append order: every insert is numbered under SQLite's write lock.
 """
 from __future__ import annotations
 
@@ -178,8 +186,21 @@ class TableLog:
 
     def append_all(self, run_id, items: list[tuple[str, dict[str, Any]]], attempt: int, *, expire: bool = True,
                    publish: tuple[str, str] | None = None) -> list[int]:
-        """One insert per event (the table has no round trips to save); no TTL, no pub/sub here."""
-        return [self.append(run_id, type_, data, attempt) for type_, data in items]
+        """Append ``items`` in one transaction (one SQLite write instead of one per event); no TTL, no
+        pub/sub here. The ids of the events, in order."""
+        from shared.db import transaction
+
+        with transaction() as session:
+            return self.insert(session, run_id, items, attempt)
+
+    def insert(self, session, run_id, items: list[tuple[str, dict[str, Any]]], attempt: int) -> list[int]:
+        """Insert ``items`` (type, data) in order, numbered, in the caller's transaction."""
+        from shared.models import utcnow
+
+        now, run_id = utcnow(), _uuid(run_id)
+        return [session.execute(self._insert, {"run_id": run_id, "attempt": attempt, "type": str(type_), "data": data,
+                                               "now": now}).scalar_one()
+                for type_, data in items]  # one statement each: each numbers itself after the one before
 
     def read(self, run_id, after: int, timeout: float = 0.0) -> list[Event]:
         from shared.db import read
@@ -224,6 +245,51 @@ def event_log() -> RedisLog | TableLog:
     return _log
 
 
+def in_table() -> bool:
+    """Whether this process's log is the table (embedded mode, no REDIS_URL): its writers batch."""
+    return not settings.redis_url
+
+
+def insert_in(session, run_id, items: list[tuple[str, dict[str, Any]]], attempt: int) -> bool:
+    """Insert events into the table inside the caller's write transaction (the post's, the finish's), in
+    a SAVEPOINT so a failed insert loses only the events, never the caller's writes. Only for the table
+    log (``in_table()``). False if they could not be inserted (logged, never raised)."""
+    if not items:
+        return True
+    try:
+        with session.begin_nested():
+            event_log_table().insert(session, run_id, items, attempt)
+        return True
+    except Exception:  # noqa: BLE001 - as append(): the caller's transaction goes on without the events
+        log.warning("could not insert %d events into the event log of run %s", len(items), run_id, exc_info=True)
+        return False
+
+
+def event_log_table() -> TableLog:
+    log_ = event_log()
+    if not isinstance(log_, TableLog):
+        raise RuntimeError("the event log is Redis Streams: events are appended after the commit")
+    return log_
+
+
+def queued(run_id, response_message_id, request_message_id) -> tuple[str, dict[str, Any]]:
+    """The ``run.queued`` event (type, data)."""
+    return EventType.RUN_QUEUED, {"run_id": str(run_id), "message_id": str(response_message_id),
+                                  "request_message_id": str(request_message_id)}
+
+
+def ending(run_id, response_message_id, *, cancelled: bool = False, failed: bool = False,
+           error: str | None = None) -> tuple[str, dict[str, Any]]:
+    """The terminal event (type, data): ``run.cancelled``, ``run.failed`` or ``message.completed``.
+    The API renders the stored message into it in the dialect's own shape, so the log keeps only the ids."""
+    data: dict[str, Any] = {"run_id": str(run_id), "message_id": str(response_message_id)}
+    if cancelled:
+        return EventType.RUN_CANCELLED, data
+    if failed:
+        return EventType.RUN_FAILED, {**data, "error": error or "The run failed."}
+    return EventType.MESSAGE_COMPLETED, data
+
+
 def append(run_id, type_: EventType | str, data: dict[str, Any], attempt: int = 0) -> int | None:
     """Append one event; its id, or None if the log could not take it (logged, never raised)."""
     try:
@@ -257,31 +323,23 @@ def _ended(run_id, type_: EventType, data: dict[str, Any], attempt: int, publish
 
 def run_queued(run_id, response_message_id, request_message_id) -> None:
     """The first event of a run, appended by the API after the post's commit and before the enqueue
-    (so it always precedes the worker's ``run.started``)."""
-    append(run_id, EventType.RUN_QUEUED, run_queued_data(run_id, response_message_id, request_message_id))
-
-
-def run_queued_data(run_id, response_message_id, request_message_id) -> dict[str, str]:
-    return {"run_id": str(run_id), "message_id": str(response_message_id),
-            "request_message_id": str(request_message_id)}
+    (so it always precedes the worker's ``run.started``). With the table the post inserts it in its own
+    transaction instead (``queued``, ``insert_in``)."""
+    append(run_id, *queued(run_id, response_message_id, request_message_id))
 
 
 def run_ended(run_id, attempt: int, response_message_id, *, failed: bool, error: str | None = None,
               publish: tuple[str, str] | None = None) -> bool:
-    """The last event, appended after the answer is stored. The API renders the stored message into
-    it in the dialect's own shape, so the log keeps only the ids. ``publish``: the run-finished
-    wake-up (shared/notify.py), sent in the same round trip; True when it was."""
-    data: dict[str, Any] = {"run_id": str(run_id), "message_id": str(response_message_id)}
-    if failed:
-        return _ended(run_id, EventType.RUN_FAILED, {**data, "error": error or "The run failed."}, attempt, publish)
-    return _ended(run_id, EventType.MESSAGE_COMPLETED, data, attempt, publish)
+    """The last event, appended after the answer is stored (with the table: in the finish's own
+    transaction, see shared/services/runs.finish). ``publish``: the run-finished wake-up
+    (shared/notify.py), sent in the same round trip; True when it was."""
+    return _ended(run_id, *ending(run_id, response_message_id, failed=failed, error=error), attempt, publish)
 
 
 def run_cancelled(run_id, attempt: int, response_message_id, publish: tuple[str, str] | None = None) -> bool:
     """The last event of a cancelled run, appended after the partial answer is stored (by the worker;
     by the API for a run cancelled while still queued). ``publish`` as for ``run_ended``."""
-    return _ended(run_id, EventType.RUN_CANCELLED, {"run_id": str(run_id), "message_id": str(response_message_id)},
-                  attempt, publish)
+    return _ended(run_id, *ending(run_id, response_message_id, cancelled=True), attempt, publish)
 
 
 def streamed_text(run_id, attempt: int, limit: int = 20) -> str:

@@ -174,11 +174,11 @@ def finished_runs(run_ids: list[str]) -> set[str]:
 
     from sqlalchemy import select
 
-    from shared.db import transaction
+    from shared.db import read
     from shared.models import ACTIVE_STATUSES, Run
 
     done: set[str] = set()
-    with transaction() as session:
+    with read() as session:  # not transaction(): on SQLite that would take the write lock (BEGIN IMMEDIATE)
         for start in range(0, len(run_ids), 1000):
             batch = [uuid.UUID(r) for r in run_ids[start:start + 1000]]
             done.update(str(r) for r in session.scalars(

@@ -139,7 +139,7 @@ def enqueue_queued_run(run_id: uuid.UUID, response_message_id, request_message_i
         message = task_message(str(run_id))
         pipe = log_.pipeline()
         log_.add_append(pipe, run_id, events.EventType.RUN_QUEUED,
-                        events.run_queued_data(run_id, response_message_id, request_message_id), 0)
+                        events.queued(run_id, response_message_id, request_message_id)[1], 0)
         pipe.lpush(settings.run_queue, message)
         *appended, pushed = pipe.execute(raise_on_error=False)
     except Exception:  # noqa: BLE001 - any broker failure means "the sweeper will retry"

@@ -53,4 +53,3 @@ def outcome(result):
         result, content=text(result.content), citations=json_value(result.citations),
         updated_context=json_value(result.updated_context), usage=json_value(result.usage),
         error=text(result.error), steps=steps)
-    return cleaned

@@ -25,6 +25,7 @@ from shared.models import Status
 from shared.services.runs import Outcome
 from worker import observability, webhook_tasks
 from worker.agent import loop
+from worker.agent.streaming import RunEvents
 
 log = logging.getLogger(__name__)
 app = celery_app()
@@ -113,28 +114,24 @@ def execute_run(run_id: str) -> str:
             return "skipped"
         observability.run_claimed(job)
         with LeaseKeeper(job) as lease:
+            pen = RunEvents(job.run_id, job.attempt, lease.still_ours)
             try:
-                outcome = loop.run(job, lease.still_ours, cancel.is_set)
+                outcome = loop.run(job, lease.still_ours, cancel.is_set, pen)
             except loop.LeaseLost:
                 log.warning("run %s: lease lost, another worker has it", run_id)
                 return "lease-lost"
             except Exception as exc:  # noqa: BLE001 - a bug must end the run, not leave it hanging
                 log.exception("run %s crashed", run_id)
                 outcome = Outcome(content=CRASHED_TEXT, is_error=True, error=f"{type(exc).__name__}: {exc}"[:1000])
+            pending = pen.take_pending()  # embedded mode: what is not written yet goes in with the answer
     outcome = storable.outcome(outcome)  # NUL in text, NaN in tool arguments: see shared/storable.py
     observability.run_ended(job, outcome)
-    finished, outcome = _store(job, outcome)
+    finished, outcome = _store(job, outcome, pending)
     if finished is None:
         log.warning("run %s: lease lost (or rolled back) before the answer was stored", run_id)
         return "lease-lost"
-    # After the commit: the stored answer is what a streaming client gets in this event.
-    # The run-finished wake-up rides in the terminal event's round trip; on its own if that failed.
-    wake_up = notify.run_finished_message(run_id)
-    if finished.status == Status.CANCELLED:
-        published = events.run_cancelled(job.run_id, job.attempt, job.response_message_id, publish=wake_up)
-    else:
-        published = events.run_ended(job.run_id, job.attempt, job.response_message_id, failed=outcome.is_error,
-                                     error=outcome.content if outcome.is_error else None, publish=wake_up)
+    # (embedded mode: the finish's own transaction wrote the last events, after the answer)
+    published = not finished.logged and _append_end(run_id, job, finished, outcome, pending)
     if not published:
         notify.publish_run_finished(run_id)
     if finished.next_run is not None:
@@ -144,14 +141,29 @@ def execute_run(run_id: str) -> str:
     return finished.status
 
 
-def _store(job: runs.RunJob, outcome: Outcome) -> tuple[runs.Finished | None, Outcome]:
+def _append_end(run_id: str, job: runs.RunJob, finished: runs.Finished, outcome: Outcome, pending: list) -> bool:
+    """After the commit, the run's last events: what the worker had not written yet (only in embedded
+    mode, when the finish could not take them), then the terminal event, whose client gets the stored
+    answer, with the run-finished wake-up in the same round trip. True when the wake-up went with it
+    (else the caller publishes it on its own)."""
+    if pending and events.append_all(job.run_id, pending, job.attempt) is None:
+        return False  # logged; streams end from the stored message
+    wake_up = notify.run_finished_message(run_id)
+    if finished.status == Status.CANCELLED:
+        return events.run_cancelled(job.run_id, job.attempt, job.response_message_id, publish=wake_up)
+    return events.run_ended(job.run_id, job.attempt, job.response_message_id, failed=outcome.is_error,
+                            error=outcome.content if outcome.is_error else None, publish=wake_up)
+
+
+def _store(job: runs.RunJob, outcome: Outcome,
+           pending: list | tuple = ()) -> tuple[runs.Finished | None, Outcome]:
     """Store the answer. If the database refuses it (a value shared/storable.py does not cover), store
     an error answer instead, keeping which steps ran (names and status, not their values): raising here
     would leave the run to the sweeper, which would run it again, tools included, until every attempt
     was used. A database that is down still raises, and the task retries (autoretry_for). Returns
     what finish returned and the outcome stored."""
     try:
-        return runs.finish(job, outcome), outcome
+        return runs.finish(job, outcome, pending), outcome
     except (OperationalError, PoolTimeout):
         raise
     except Exception as exc:  # noqa: BLE001 - any refusal of the values, whatever the driver raises
@@ -159,7 +171,7 @@ def _store(job: runs.RunJob, outcome: Outcome) -> tuple[runs.Finished | None, Ou
         steps = [dataclasses.replace(s, arguments=None, output=None, usage=None) for s in outcome.steps]
         fallback = Outcome(content=CRASHED_TEXT, is_error=True, steps=steps, usage=None,
                            error=f"the answer could not be stored: {type(exc).__name__}")
-        return runs.finish(job, fallback), fallback
+        return runs.finish(job, fallback, pending), fallback
 
 
 @app.task(name=SWEEP, base=GuardedTask, ignore_result=True)

@@ -225,9 +225,13 @@ def post_user_message(
             if session.get_bind().dialect.name == "postgresql":
                 session.execute(_post_insert(), {**_row(request, "req_"), **_row(response, "res_"),
                                                  **runs.run_params(run)})
+                logged = False
             else:  # SQLite has no data-modifying CTEs (and no round trips to save)
                 session.execute(_INSERT_MESSAGES, [_row(request), _row(response)])
                 runs.insert_run(session, run)
+                # Embedded mode: run.queued in this transaction, not in a SQLite write of its own (issue 10)
+                logged = events.in_table() and events.insert_in(
+                    session, run["id"], [events.queued(run["id"], response.id, request.id)], 0)
             run_id = run["id"]
             exchange = Exchange(request=request, response=response, run_id=run_id)
     except IntegrityError:
@@ -241,10 +245,13 @@ def post_user_message(
             return replay
     _announce(cancels, rolled_back=busy_policy == runs.BusyPolicy.ROLLBACK)
     if busy_policy == runs.BusyPolicy.INTERRUPT:
-        events.run_queued(exchange.run_id, exchange.response.id, exchange.request.id)  # before the worker's run.started
+        if not logged:
+            events.run_queued(exchange.run_id, exchange.response.id, exchange.request.id)  # before the worker's run.started
         for cancel in cancels:  # the new answer waits for these to end: make sure they do, promptly
             if cancel.effect == runs.CancelEffect.REQUESTED:
                 _stop_within_grace(cancel.run_id, cancel.response_message_id, CANCEL_GRACE)
+        enqueue_run(exchange.run_id)
+    elif logged:  # embedded mode: run.queued went in with the post's own transaction
         enqueue_run(exchange.run_id)
     else:  # run.queued, then the task (in that order, one Redis round trip in production)
         enqueue_queued_run(exchange.run_id, exchange.response.id, exchange.request.id)

@@ -34,7 +34,7 @@ from sqlalchemy import (Boolean, DateTime, Integer, Interval, String, Text, and_
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 
-from shared import storable
+from shared import events, storable
 from shared.config import settings
 from shared.db import engine, one_statement, prepared, read, transaction
 from shared.errors import Conflict, RateLimited
@@ -756,16 +756,20 @@ class Finished:
     next_run: uuid.UUID | None
     status: Status = Status.COMPLETED
     deliveries: list[uuid.UUID] = field(default_factory=list)  # webhook deliveries to send after the commit
+    logged: bool = False  # the run's last events, the terminal one included, went in with the answer
 
 
-def finish(job: RunJob, outcome: Outcome) -> Finished | None:
+def finish(job: RunJob, outcome: Outcome, pending_events: Sequence[tuple[str, dict[str, Any]]] = ()) -> Finished | None:
     """Store the answer if this worker still holds the lease; None means someone else owns the run now
     (or a rollback deleted it).
 
     All or nothing: the lease-conditional run update (which yields ``cancelled`` when a cancel was
     requested meanwhile, see _END_RUN), the answer, the steps and the look-up of the thread's next
     queued message; on PostgreSQL as one statement (_build_finish_in_one_statement), elsewhere as
-    one transaction."""
+    one transaction. With the event log in the table (embedded mode) that transaction also inserts
+    ``pending_events`` (what the worker's RunEvents still held) and then the terminal event, after the
+    answer: one SQLite write for all of them (issue 10), and ``Finished.logged`` says so. Otherwise
+    the caller appends the terminal event after the commit, as before."""
     if outcome.cancelled:
         status = Status.CANCELLED
     else:
@@ -797,8 +801,13 @@ def finish(job: RunJob, outcome: Outcome) -> Finished | None:
             return None
         _write_answer(session, run_id=job.run_id, attempt=ended.attempts, thread_id=job.thread_id,
                       response_message_id=job.response_message_id, outcome=outcome, status=ended.status, now=now)
+        logged = False
+        if events.in_table():  # after the answer, in its transaction: a reader sees both or neither
+            last = events.ending(job.run_id, job.response_message_id, cancelled=ended.status == Status.CANCELLED,
+                                 failed=outcome.is_error, error=outcome.content if outcome.is_error else None)
+            logged = events.insert_in(session, job.run_id, [*pending_events, last], job.attempt)
         return Finished(next_run=session.scalar(_NEXT_QUEUED, {"thread_id": job.thread_id}), status=ended.status,
-                        deliveries=webhooks.record_run_ended(session, job.run_id))
+                        deliveries=webhooks.record_run_ended(session, job.run_id), logged=logged)
 
 
 def _keep_steps_after_cancel(session, job: RunJob, outcome: Outcome) -> None:

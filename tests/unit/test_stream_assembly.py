@@ -3,6 +3,7 @@ citation markers from streamed text, and coalescing deltas into events (with a f
 from __future__ import annotations
 
 import random
+import time
 import uuid
 
 import pytest
@@ -162,3 +163,61 @@ def test_close_writes_run_started_and_the_text_when_no_step_did():
     run.close()
     assert [(t, d) for t, d, _ in written] == [("run.started", {"run_id": str(run.run_id), "attempt": 1}),
                                               ("message.delta", {"text": "<ci"})]
+
+
+def test_batched_events_go_out_together_at_most_every_interval_and_the_rest_goes_to_the_finish():
+    """Embedded mode (the run_events table on SQLite): one write per interval, in append order, and
+    what still waits at the end is handed over (runs.finish writes it with the answer)."""
+    batches: list[list[str]] = []
+    clock = Clock()
+    run = RunEvents(uuid.uuid4(), 1, lambda: True, clock=clock, batch_seconds=0.25,
+                    append=lambda _run, items, _attempt, **_: batches.append(
+                        [t if t != EventType.MESSAGE_DELTA else d["text"] for t, d in items]) or [1])
+    run.started()
+    run.step_started(0, "model_call", "m", None)
+    run.text("a")
+    clock.now += 0.1
+    run.text("b")
+    assert batches == []  # a short run's events all wait for the finish
+    clock.now += 0.2  # past the interval since the run began: the next event writes everything waiting
+    run.text("c")
+    assert batches == [["run.started", "step.started", "a", "b", "c"]]
+    clock.now += 0.1
+    run.text("d")
+    run.end_text()
+    assert run.take_pending() == [(EventType.MESSAGE_DELTA, {"text": "d"})]
+    run.text("late")  # the finish owns the rest: nothing more is written
+    run.end_text()
+    assert len(batches) == 1 and run.take_pending() == []
+
+
+def test_batched_events_of_a_worker_that_lost_its_lease_are_dropped():
+    batches = []
+    ours = [True]
+    run = RunEvents(uuid.uuid4(), 1, lambda: ours[0], clock=Clock(), batch_seconds=0.25,
+                    append=lambda *a, **_: batches.append(a) or [1])
+    run.started()
+    run.text("partial")
+    ours[0] = False
+    run.end_text()
+    run.write_pending()
+    assert batches == [] and run.take_pending() == []
+
+
+def test_the_flusher_writes_the_events_of_a_run_that_waits_on_a_slow_tool():
+    """A run blocked in a tool writes no event of its own: the process's flusher writes its waiting
+    ``step.started`` once it has waited the interval, so a streaming client sees the tool start."""
+    from worker.agent import streaming
+
+    batches = []
+    run = RunEvents(uuid.uuid4(), 1, lambda: True, batch_seconds=0.05,
+                    append=lambda _run, items, _attempt, **_: batches.append([t for t, _ in items]) or [1])
+    streaming._flusher.add(run)
+    try:
+        run.step_started(0, "tool_call", "slow_tool", None)
+        deadline = time.monotonic() + 5
+        while not batches and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert batches == [["step.started"]]
+    finally:
+        run.take_pending()

@@ -240,10 +240,17 @@ def recall_memories(job: RunJob) -> list[str]:
         return []
 
 
-def run(job: RunJob, still_ours: Callable[[], bool], cancelled: Callable[[], bool] = lambda: False) -> Outcome:
-    events = RunEvents(job.run_id, job.attempt, still_ours)
+def run(job: RunJob, still_ours: Callable[[], bool], cancelled: Callable[[], bool] = lambda: False,
+        events: RunEvents | None = None) -> Outcome:
+    """Answer the job. Pass ``events`` to keep what it has not written yet (embedded mode batches them)
+    for the finish's transaction (``RunEvents.take_pending``); without it they are written here, when
+    the agent ends or fails."""
+    own = events is None
+    if events is None:
+        events = RunEvents(job.run_id, job.attempt, still_ours)
     events.started()  # attempt n: a client drops any partial text of an earlier attempt
     try:
         return Agent(job, still_ours, recall_memories(job), events, cancelled).run()
     finally:
-        events.close()  # run.started, if no step wrote it (the agent failed or stopped first)
+        if own:
+            events.close()  # what is still waiting (run.started too, if no step wrote it)
