@@ -18,6 +18,9 @@ log = logging.getLogger(__name__)
 
 EXECUTE_RUN = "threadline.execute_run"
 SWEEP = "threadline.sweep_stale_runs"
+# Tasks whose lost messages the database recovers (the sweeper re-enqueues the run, beat sends the next
+# sweep): the worker keeps no copy of them in the broker while they run (_survive_broker_restarts).
+RECOVERED_BY_SWEEPER = frozenset({EXECUTE_RUN, SWEEP})
 
 _app: Celery | None = None
 
@@ -59,6 +62,10 @@ def celery_config() -> dict:
         task_publish_retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5},
         worker_hijack_root_logger=False,
         worker_cancel_long_running_tasks_on_connection_loss=False,
+        # No result backend is configured (task_ignore_result): the disabled one is stateless, so one
+        # instance serves every task. Celery otherwise builds one per thread, which under the gevent pool
+        # is one per task (a greenlet each): ~1% of the bench worker's CPU (docs/performance.md).
+        result_backend_thread_safe=True,
     )
 
 
@@ -81,6 +88,17 @@ def _survive_broker_restarts() -> None:
     Neither is needed here: a run whose task is lost is re-enqueued from the database by the sweeper,
     and a message delivered twice is skipped by the claim. So the worker's QoS skips that restore and
     lets an ack on a dead channel go (the broker redelivers after the visibility timeout, harmlessly).
+
+    The same QoS keeps no broker-side copy of a message the database recovers (``RECOVERED_BY_SWEEPER``):
+    kombu writes every unacknowledged message to a Redis hash and index on delivery (one round trip)
+    and removes it on the ack (another), so that a lost worker's messages come back after the
+    visibility timeout, an hour here. For a run, the sweeper has re-enqueued it long before (its lease
+    expired, or it has been queued longer than QUEUED_STALE_SECONDS), and the copy's redelivery an hour
+    later is skipped by the claim; a lost sweep task is replaced by beat's next one. So those messages
+    are counted for the prefetch limit in memory only, as kombu counts every message, and a requeue
+    (``reject(requeue=True)``) pushes the message itself back. Webhook deliveries and any other task
+    keep kombu's copy: their retries live in the broker only. Measured: ~14% of the bench worker's CPU,
+    1.4 ms per answer (docs/performance.md, "The worker process around the run").
     """
     from kombu.transport import redis as kombu_redis
     from kombu.transport import virtual
@@ -92,13 +110,40 @@ def _survive_broker_restarts() -> None:
         threadline = True
         restore_at_shutdown = False
 
+        def _in_memory_only(self, message) -> bool:
+            headers = getattr(message, "headers", None)
+            return isinstance(headers, dict) and headers.get("task") in RECOVERED_BY_SWEEPER
+
+        def append(self, message, delivery_tag):
+            if self._in_memory_only(message):
+                virtual.QoS.append(self, message, delivery_tag)  # counted for the prefetch limit
+            else:
+                super().append(message, delivery_tag)
+
         def ack(self, delivery_tag):
+            if self._in_memory_only(self._delivered.get(delivery_tag)):
+                virtual.QoS.ack(self, delivery_tag)
+                return
             try:
                 super().ack(delivery_tag)
             except AttributeError:  # the channel's connection is gone: only forget the tag here
                 virtual.QoS.ack(self, delivery_tag)
 
         def reject(self, delivery_tag, requeue=False):
+            message = self._delivered.get(delivery_tag)
+            if self._in_memory_only(message):
+                if requeue:
+                    delivery = message.delivery_info
+                    try:
+                        with self.channel.conn_or_acquire() as client:
+                            pipe = client.pipeline()
+                            self.channel._do_restore_message(message._raw, delivery["exchange"],
+                                                             delivery["routing_key"], pipe, leftmost=True)
+                            pipe.execute()
+                    except AttributeError:  # the channel's connection is gone: the sweeper re-enqueues the run
+                        pass
+                virtual.QoS.ack(self, delivery_tag)
+                return
             try:
                 super().reject(delivery_tag, requeue=requeue)
             except AttributeError:

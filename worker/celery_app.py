@@ -105,6 +105,17 @@ import worker.observability  # noqa: E402,F401  (metrics, log context, tracing: 
 import worker.webhook_tasks  # noqa: E402,F401  (webhook deliveries on run completion)
 
 
+@__import__("celery").signals.after_setup_logger.connect(weak=False)
+def _log_level_from_settings(**_kwargs) -> None:
+    """LOG_LEVEL decides, not the command line's ``--loglevel INFO``: Celery sets the root logger's level
+    from it after logs.configure() ran, so a worker run with LOG_LEVEL=WARNING (the bench) still wrote
+    four INFO lines per run (Celery's received and succeeded, the model call's HTTP request, the run's
+    end): ~3.7% of the bench worker's CPU. Celery's "ready" line stays at INFO: launchers wait for it
+    (devtools/stack.py)."""
+    logging.getLogger().setLevel(settings.log_level)
+    logging.getLogger("celery.apps.worker").setLevel(logging.INFO)
+
+
 @__import__("celery").signals.worker_process_init.connect
 def _fresh_engine_after_fork(**_kwargs) -> None:
     """A prefork child must not reuse the parent's database connections."""
