@@ -131,7 +131,7 @@ class Settings:
     data_statement_timeout: float = env("DATA_STATEMENT_TIMEOUT", 5.0)
     log_level: str = env("LOG_LEVEL", "INFO")
     # Streaming (shared/events.py, worker/agent/streaming.py, api/streaming.py; docs/api.md "Streaming")
-    stream_coalesce_seconds: float = env("STREAM_COALESCE_SECONDS", 0.05)  # at most one text delta per interval...
+    stream_coalesce_seconds: float = env("STREAM_COALESCE_SECONDS", 0.15)  # at most one text delta per interval (the first at once)...
     stream_coalesce_chars: int = env("STREAM_COALESCE_CHARS", 200)  # ...unless this many characters are waiting
     stream_retention: float = env("STREAM_RETENTION", 3600.0)  # seconds a run's event log is kept after it ends
     stream_active_ttl: float = env("STREAM_ACTIVE_TTL", 86400.0)  # expiry of a log whose run has not ended
