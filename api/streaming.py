@@ -199,7 +199,7 @@ def _stream(target: StreamTarget, render: Render, after: int, preface: dict[str,
         yield _from_stored(target, render)
         return
     try:
-        yield from _follow(target, render, after)
+        yield from _follow(target, render, after, just_posted=preface is not None)
     except GeneratorExit:
         raise
     except Exception:  # noqa: BLE001 - headers are sent: say so in the stream, the client may resume
@@ -207,11 +207,14 @@ def _stream(target: StreamTarget, render: Render, after: int, preface: dict[str,
         yield frame("error", {"message": "The stream was interrupted; reconnect with Last-Event-ID to resume."})
 
 
-def _follow(target: StreamTarget, render: Render, after: int) -> Iterator[str]:
+def _follow(target: StreamTarget, render: Render, after: int, just_posted: bool = False) -> Iterator[str]:
+    """The run's events as frames. The events of one read go out as one write (one chunk, one
+    send). ``just_posted``: this request has just queued the run, which is as good as a look at its
+    row (it has not ended), so the first look waits STATUS_CHECK like the later ones."""
     event_log = events.event_log()
     floor, last = target.attempts, after
     started = last_write = time.monotonic()
-    last_check = -math.inf
+    last_check = started if just_posted else -math.inf
     wait = max(0.05, min(settings.stream_heartbeat, STATUS_CHECK))
     ended = False  # once the row says the run ended, the log only needs reading to its end
     while time.monotonic() - started < settings.stream_max_seconds:
@@ -226,15 +229,19 @@ def _follow(target: StreamTarget, render: Render, after: int) -> Iterator[str]:
             if not ended:
                 time.sleep(1.0)
                 last_check = -math.inf
+        frames = []
         for event in batch:
             last = event.id
             if 0 < event.attempt < floor:
                 continue  # written late by an attempt that lost its lease
             floor = max(floor, event.attempt)
             if event.type in TERMINAL:
-                yield frame(event.type, _terminal(event.type, event.data, render, target.message_id), event.id)
+                frames.append(frame(event.type, _terminal(event.type, event.data, render, target.message_id), event.id))
+                yield "".join(frames)
                 return
-            yield frame(event.type, event.data, event.id)
+            frames.append(frame(event.type, event.data, event.id))
+        if frames:
+            yield frames[0] if len(frames) == 1 else "".join(frames)
         if batch:
             last_write = time.monotonic()
             continue

@@ -131,7 +131,7 @@ class Settings:
     data_statement_timeout: float = env("DATA_STATEMENT_TIMEOUT", 5.0)
     log_level: str = env("LOG_LEVEL", "INFO")
     # Streaming (shared/events.py, worker/agent/streaming.py, api/streaming.py; docs/api.md "Streaming")
-    stream_coalesce_seconds: float = env("STREAM_COALESCE_SECONDS", 0.05)  # at most one text delta per interval...
+    stream_coalesce_seconds: float = env("STREAM_COALESCE_SECONDS", 0.15)  # at most one text delta per interval (the first at once)...
     stream_coalesce_chars: int = env("STREAM_COALESCE_CHARS", 200)  # ...unless this many characters are waiting
     # Embedded mode (the run_events table): the worker's events are written together at most this often
     # (one SQLite write transaction each time) and with the finish; with Redis every event goes out at once.

@@ -2,7 +2,8 @@
 
 Attaching is allowed exactly when reading the message is (shared.services.messages.require_readable:
 ai_thread_messages.read, or only create for the answer of one's own post; the caller's own thread); the stream itself then only reads the event log and, now and then, the run's
-status (shared/events.py says why the stored message, not the log, has the last word)."""
+status (shared/events.py says why the stored message, not the log, has the last word), and at the end
+the stored answer the terminal event is rendered from (``stored_answer``)."""
 from __future__ import annotations
 
 import uuid
@@ -10,8 +11,9 @@ from dataclasses import dataclass
 
 from sqlalchemy import bindparam, select
 
-from shared.db import read
-from shared.models import ACTIVE_STATUSES, Run
+from shared.db import prepared, read
+from shared.errors import NotFound
+from shared.models import ACTIVE_STATUSES, Message, Run, RunStep
 from shared.permissions import Principal
 from shared.services.messages import readable_message
 
@@ -41,3 +43,25 @@ def run_ended(run_id: uuid.UUID | None) -> bool:
     with read() as session:
         status = session.scalar(_RUN_STATUS, {"run_id": run_id})
     return status is None or status not in ACTIVE_STATUSES
+
+
+_ANSWER = prepared(
+    select(Message, RunStep)
+    .outerjoin(Run, Run.response_message_id == Message.id)
+    .outerjoin(RunStep, RunStep.run_id == Run.id)
+    .where(Message.id == bindparam("message_id"))
+    .order_by(RunStep.attempt, RunStep.index)
+)
+
+
+def stored_answer(message_id: uuid.UUID) -> tuple[Message, list[RunStep]]:
+    """The stored message a stream ends with, and its run's steps: one autocommit read (one round
+    trip, a prepared statement on PostgreSQL) instead of reading the message as GET does (BEGIN, the
+    thread, the message, the steps, COMMIT). Who may see it was settled when the stream was attached
+    (the post itself, or ``target``), and the stream only ever names that message; NotFound when the
+    message is gone (a ``Thread-Busy: rollback`` post deleted it, or its thread was deleted)."""
+    with read() as session:
+        rows = session.execute(_ANSWER, {"message_id": message_id}).all()
+    if not rows:
+        raise NotFound("Message not found.")
+    return rows[0][0], [step for _message, step in rows if step is not None]

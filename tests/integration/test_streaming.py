@@ -189,6 +189,9 @@ def test_tool_steps_are_streamed_with_name_arguments_and_output(client):
     assert "teal" in str(tool_done.data["arguments"]) and tool_done.data["status"] == "completed"
     assert tool_done.data["output"]
     assert seen[-1].type == "message.completed" and text_of(seen) == seen[-1].data["content"]
+    # The stream's end (streams.stored_answer, one read) is the message exactly as GET renders it,
+    # its steps included, in order.
+    assert seen[-1].data == stored(client, thread, seen[0].data["responseMessage"]["id"])
 
 
 def test_the_chats_dialect_streams_in_its_own_shape(client, user):

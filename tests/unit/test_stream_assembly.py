@@ -181,7 +181,7 @@ def test_batched_events_go_out_together_at_most_every_interval_and_the_rest_goes
     assert batches == []  # a short run's events all wait for the finish
     clock.now += 0.2  # past the interval since the run began: the next event writes everything waiting
     run.text("c")
-    assert batches == [["run.started", "step.started", "a", "b", "c"]]
+    assert batches == [["run.started", "step.started", "a", "bc"]]  # b waited STREAM_COALESCE_SECONDS (0.15)
     clock.now += 0.1
     run.text("d")
     run.end_text()

@@ -191,7 +191,7 @@ def get_message(thread_id: int, message_id: uuid.UUID):
 
 def _render_for_stream(thread_id: int):
     def render(message_id: uuid.UUID) -> dict:
-        message, steps = message_service.get_message(current_principal(), thread_id, message_id)
+        message, steps = stream_service.stored_answer(message_id)  # permission checked at attach
         return schemas.MessageResource().dump(present_messages([message], {message.id: steps})[0])
     return render
 

@@ -267,7 +267,7 @@ def get_message(path, **_raw):
 
 def _render_for_stream(chat_id: uuid.UUID):
     def render(message_id: uuid.UUID) -> dict:
-        message, _ = message_service.get_message(auth.current_principal(), chat_id, message_id)
+        message, _ = stream_service.stored_answer(message_id)  # permission checked at attach
         return schemas.ChatMessage().dump(present_message(message, chat_id))
     return render
 

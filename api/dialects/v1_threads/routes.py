@@ -236,9 +236,8 @@ def get_message(path, query, **_raw):
 
 def _render_for_stream(thread_id: uuid.UUID):
     def render(message_id: uuid.UUID) -> dict:
-        principal = current_principal()
-        message, _ = message_service.get_message(principal, thread_id, message_id)
-        [presented] = present_messages([message], thread_id, principal.tenant_id, True)
+        message, _ = stream_service.stored_answer(message_id)  # permission checked at attach
+        [presented] = present_messages([message], thread_id, current_principal().tenant_id, True)
         return schemas.ThreadMessageResponse().dump(presented)
     return render
 
