@@ -369,10 +369,15 @@ def await_response(exchange: Exchange, timeout: float) -> Exchange:
     latest = exchange.response
 
     def load() -> Message:
-        """The response as it is now, with its steps once it has finished (one session, no transaction)."""
+        """The response as it is now, with its steps once it has finished: one autocommit statement
+        (the message outer-joined to its run's steps), so one snapshot for both."""
         with read() as session:
-            message = session.get(Message, response_id) or latest
-            exchange.steps = steps_by_message(session, [response_id]).get(response_id, []) if message.finished else []
+            rows = session.execute(response_with_steps(response_id)).all()
+            if not rows:
+                exchange.steps = []
+                return latest
+            message = rows[0][0]
+            exchange.steps = [step for _, step in rows if step is not None] if message.finished else []
             return message
 
     def finished() -> bool:
@@ -387,6 +392,21 @@ def await_response(exchange: Exchange, timeout: float) -> Exchange:
         latest = load()  # still running: report its current status
     exchange.response = latest
     return exchange
+
+
+@lru_cache(maxsize=1)
+def _response_with_steps():
+    return (select(Message, RunStep)
+            .outerjoin(Run, Run.response_message_id == Message.id)
+            .outerjoin(RunStep, RunStep.run_id == Run.id)
+            .where(Message.id == bindparam("response_id"))
+            .order_by(RunStep.attempt, RunStep.index))
+
+
+def response_with_steps(response_id: uuid.UUID):
+    """One response message with its run's steps in order (one row without steps: step None); the
+    waiter's look after a wake-up (``await_response``)."""
+    return _response_with_steps().params(response_id=response_id)
 
 
 def steps_by_message(session: Session, message_ids: list[uuid.UUID]) -> dict[uuid.UUID, list[RunStep]]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import json
+import sys
 import uuid
 
 import pytest
@@ -47,14 +48,20 @@ def _comparable(message: dict) -> dict:
     return out
 
 
+def _worker_stamp():
+    """The worker's publish receiver, when another test imported worker.celery_app into this process (it
+    drops the request id header: a worker's enqueue is not a request's). API and worker never share a
+    process, so it is held off here."""
+    worker_observability = sys.modules.get("worker.observability")
+    return getattr(worker_observability, "_stamp_task", None)
+
+
 def test_the_direct_message_is_the_one_send_task_publishes(run_queue):
     name, client = run_queue
     before_task_publish.connect(observability._stamp_task, weak=False)  # as the API does (same receiver: once)
-    import sys
-
-    worker_observability = sys.modules.get("worker.observability")  # imported by an earlier test: its
-    if worker_observability is not None:  # receiver (the worker's re-enqueues) drops the request id; not in an API
-        before_task_publish.disconnect(worker_observability._stamp_task)
+    worker_stamp = _worker_stamp()
+    if worker_stamp is not None:
+        before_task_publish.disconnect(worker_stamp)
     tokens = context.bind(request_id="req-direct-1")
     try:
         run_id = str(uuid.uuid4())
@@ -64,8 +71,8 @@ def test_the_direct_message_is_the_one_send_task_publishes(run_queue):
         direct = _pop(client, name)
     finally:
         context.unbind(tokens)
-        if worker_observability is not None:
-            before_task_publish.connect(worker_observability._stamp_task, weak=False)
+        if worker_stamp is not None:
+            before_task_publish.connect(worker_stamp, weak=False)
     assert _comparable(direct) == _comparable(by_celery)
     for message in (direct, by_celery):
         assert message["headers"][context.TASK_HEADER] == "req-direct-1"
