@@ -218,13 +218,19 @@ def _execute_prepared(conn, cursor, statement, parameters, context, executemany)
 _UNPREPARABLE: set[str] = set()
 
 
+_engine_lock = threading.Lock()
+
+
 def engine() -> Engine:
     if _bound is not None:
         return _bound.kw["bind"].engine
     global _engine, _factory
     if _engine is None:
-        _engine = make_engine(settings.database_url)
-        _factory = sessionmaker(_engine, expire_on_commit=False)
+        with _engine_lock:  # the first two threads of a process (a worker's pool) must not race here:
+            if _engine is None:  # one engine, and its factory set before anyone can see the engine
+                made = make_engine(settings.database_url)
+                _factory = sessionmaker(made, expire_on_commit=False)
+                _engine = made
     return _engine
 
 
