@@ -21,7 +21,7 @@ from alembic.config import Config
 from sqlalchemy import create_engine, text
 
 from shared import db, permissions
-from shared.config import ROOT
+from shared.config import ROOT, settings
 from shared.permissions import Principal
 
 PG_ADMIN_URL = os.environ.get("TEST_PG_ADMIN_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
@@ -44,6 +44,19 @@ def migrated_database(prefix: str) -> Iterator[str]:
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+@contextmanager
+def own_database(monkeypatch, prefix: str) -> Iterator[None]:
+    """For a test that overrides the folder's rolled-back connection: a database of its own at the head
+    migration, used through the production engine and pool (shared.db), dropped at the end."""
+    with migrated_database(prefix) as url:
+        db.dispose()
+        monkeypatch.setattr(db, "settings", dataclasses.replace(settings, database_url=url))
+        try:
+            yield
+        finally:
+            db.dispose()
 
 
 @pytest.fixture(scope="session")

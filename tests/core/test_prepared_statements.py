@@ -5,28 +5,21 @@ Like test_round_trips, this test uses a database of its own through the producti
 the pool does)."""
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import bindparam, select, text
 
 from shared import db
-from shared.config import settings
 from shared.models import ACTIVE_STATUSES, Run
-from tests.core.conftest import migrated_database
+from tests.core.conftest import own_database
 
 
 @pytest.fixture(autouse=True)
 def connection(monkeypatch) -> Iterator[None]:
     """Overrides the folder's rolled-back connection (see the module docstring)."""
-    with migrated_database("threadline_prep") as url:
-        db.dispose()
-        monkeypatch.setattr(db, "settings", dataclasses.replace(settings, database_url=url))
-        try:
-            yield
-        finally:
-            db.dispose()
+    with own_database(monkeypatch, "threadline_prep"):
+        yield
 
 
 def prepared_on(connection) -> dict[str, str]:

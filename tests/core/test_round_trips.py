@@ -23,7 +23,7 @@ from sqlalchemy import event, select
 
 from shared import db
 from shared.config import settings
-from tests.core.conftest import migrated_database
+from tests.core.conftest import own_database
 
 # The bounds this test enforces (docs/performance.md: 9 and 18 before issue 14's work, the run's 18
 # being 14 in the task and 4 for its webhooks).
@@ -35,13 +35,8 @@ RUN_ROUND_TRIPS = 2
 def connection(monkeypatch) -> Iterator[None]:
     """Overrides the folder's rolled-back connection: a database of this test's own, used through
     the production engine and pool (shared.db), dropped at the end."""
-    with migrated_database("threadline_rt") as url:
-        db.dispose()
-        monkeypatch.setattr(db, "settings", dataclasses.replace(settings, database_url=url))
-        try:
-            yield
-        finally:
-            db.dispose()
+    with own_database(monkeypatch, "threadline_rt"):
+        yield
 
 
 @pytest.fixture

@@ -8,6 +8,8 @@ import socket
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
@@ -38,42 +40,9 @@ def enqueue_against(port: int, probe: str = PROBE) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def test_enqueue_gives_up_quickly_when_the_broker_refuses():
-    result = enqueue_against(free_port())  # nothing listens there
-    LEDGER.fault("broker_refused")
-    assert result["sent"] is False and result["seconds"] < 3, result
-
-
-def test_enqueue_gives_up_within_seconds_when_the_broker_hangs():
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(16)  # connections are accepted by the kernel and never answered
-    held: list[socket.socket] = []
-
-    def hold() -> None:
-        while True:
-            try:
-                held.append(listener.accept()[0])
-            except OSError:
-                return
-
-    threading.Thread(target=hold, daemon=True).start()
-    try:
-        result = enqueue_against(listener.getsockname()[1])
-    finally:
-        listener.close()
-        for sock in held:
-            sock.close()
-    LEDGER.fault("broker_hung")
-    assert result["sent"] is False and result["seconds"] < 8, result  # socket timeout 5 s, no endless retry
-
-
-def test_the_posts_enqueue_gives_up_quickly_when_redis_refuses():
-    result = enqueue_against(free_port(), POST_PROBE)
-    assert result["sent"] is False and result["seconds"] < 3, result
-
-
-def test_the_posts_enqueue_gives_up_within_seconds_when_redis_hangs():
+@contextmanager
+def hung_redis() -> Iterator[int]:
+    """A port whose connections the kernel accepts and nobody ever answers (a hung Redis)."""
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(16)
@@ -88,9 +57,32 @@ def test_the_posts_enqueue_gives_up_within_seconds_when_redis_hangs():
 
     threading.Thread(target=hold, daemon=True).start()
     try:
-        result = enqueue_against(listener.getsockname()[1], POST_PROBE)
+        yield listener.getsockname()[1]
     finally:
         listener.close()
         for sock in held:
             sock.close()
+
+
+def test_enqueue_gives_up_quickly_when_the_broker_refuses():
+    result = enqueue_against(free_port())  # nothing listens there
+    LEDGER.fault("broker_refused")
+    assert result["sent"] is False and result["seconds"] < 3, result
+
+
+def test_enqueue_gives_up_within_seconds_when_the_broker_hangs():
+    with hung_redis() as port:
+        result = enqueue_against(port)
+    LEDGER.fault("broker_hung")
+    assert result["sent"] is False and result["seconds"] < 8, result  # socket timeout 5 s, no endless retry
+
+
+def test_the_posts_enqueue_gives_up_quickly_when_redis_refuses():
+    result = enqueue_against(free_port(), POST_PROBE)
+    assert result["sent"] is False and result["seconds"] < 3, result
+
+
+def test_the_posts_enqueue_gives_up_within_seconds_when_redis_hangs():
+    with hung_redis() as port:
+        result = enqueue_against(port, POST_PROBE)
     assert result["sent"] is False and result["seconds"] < 5, result  # the event log's 2 s socket timeout
