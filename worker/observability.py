@@ -75,7 +75,7 @@ _IN_PROGRESS = select(func.count()).select_from(Run).where(Run.status == Status.
 
 
 def observe_queue() -> None:
-    """Count queued and running runs and the age of the oldest queued one (ix_runs_status_queued)."""
+    """Count queued and running runs and the age of the oldest queued one (ix_runs_queued, ix_runs_leased)."""
     from shared.db import transaction
 
     with transaction() as session:

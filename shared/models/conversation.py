@@ -5,7 +5,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from shared.models.base import Base, BigId, utcnow
@@ -30,12 +30,19 @@ class Thread(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+WITH_CONTEXT_KEY = text("context_key IS NOT NULL")
+
+
 class Message(Base):
     __tablename__ = "messages"
     __table_args__ = (
         UniqueConstraint("thread_id", "seq", name="uq_messages_thread_seq"),
         UniqueConstraint("thread_id", "client_message_id", name="uq_messages_thread_client_id"),
         Index("ix_messages_thread_created", "thread_id", "created_at"),
+        # The post's last context key (migration 0013): only the messages that have one, so the
+        # look-up is one probe instead of a walk through a thread whose client never sent a key.
+        Index("ix_messages_context_key", "thread_id", "seq", postgresql_where=WITH_CONTEXT_KEY,
+              sqlite_where=WITH_CONTEXT_KEY),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)

@@ -13,13 +13,20 @@ from shared.models.status import ACTIVE_STATUSES, Status, StatusText, StepStatus
 
 # The partial indexes' predicate (the same text as in migrations 0004 and 0005).
 ACTIVE_FILTER = text("status IN ({})".format(", ".join(f"'{status}'" for status in ACTIVE_STATUSES)))
+# One status each (migration 0013): what the sweeper and the queue gauges ask for.
+QUEUED_FILTER = text(f"status = '{Status.QUEUED}'")
+IN_PROGRESS_FILTER = text(f"status = '{Status.IN_PROGRESS}'")
 
 
 class Run(Base):
     __tablename__ = "runs"
     __table_args__ = (
-        Index("ix_runs_status_queued", "status", "queued_at"),
-        Index("ix_runs_status_lease", "status", "lease_expires_at"),
+        # Partial (migration 0013): every claim and finish changes the status, so no run UPDATE is HOT
+        # and each one adds an entry to every index whose predicate the new row meets; a finished run
+        # is in none of these four. The sweeper's two halves and the queue gauges read these two.
+        Index("ix_runs_queued", "queued_at", postgresql_where=QUEUED_FILTER, sqlite_where=QUEUED_FILTER),
+        Index("ix_runs_leased", "lease_expires_at", postgresql_where=IN_PROGRESS_FILTER,
+              sqlite_where=IN_PROGRESS_FILTER),
         Index("ix_runs_thread", "thread_id", "queued_at"),
         # The few runs still queued or in progress, by thread (migration 0004 says which queries use it).
         Index("ix_runs_thread_active", "thread_id", postgresql_where=ACTIVE_FILTER, sqlite_where=ACTIVE_FILTER),

@@ -221,6 +221,43 @@ def test_sweep_requeues_lost_runs_and_fails_those_out_of_attempts(connection, pr
     assert runs.claim(dead_worker.run_id, "worker-b").attempt == 2
 
 
+def _plan(connection, statement) -> str:
+    """EXPLAIN of the statement as psycopg2 sends it (parameters inlined)."""
+    sql = str(statement.compile(dialect=connection.dialect, compile_kwargs={"literal_binds": True}))
+    return "\n".join(connection.exec_driver_sql("EXPLAIN " + sql).scalars())
+
+
+def test_the_sweeper_the_gauges_and_the_last_context_key_read_their_partial_indexes(connection, principal, thread):
+    """Migration 0013: with thousands of finished runs, hundreds in progress and queued, the sweeper's
+    two halves are served by ix_runs_leased and ix_runs_queued, the queue gauges by the same, and the
+    post's last context key by ix_messages_context_key (not by a walk through the thread)."""
+    from shared.services import messages
+    from worker import observability
+
+    connection.exec_driver_sql("""
+        WITH m AS (
+            INSERT INTO messages (id, thread_id, seq, role, content, context_key, citations, "references", is_error,
+                                  status, created_at, updated_at)
+            SELECT gen_random_uuid(), %(thread)s, s, 'user', 'x', CASE WHEN s = 7 THEN 'state' END, '[]', '[]',
+                   false, 'completed', now(), now()
+            FROM generate_series(1, 6000) s RETURNING id, seq)
+        INSERT INTO runs (id, thread_id, user_id, request_message_id, response_message_id, status, attempts,
+                          lease_owner, lease_expires_at, queued_at)
+        SELECT gen_random_uuid(), %(thread)s, %(user)s, q.id, a.id,
+               CASE WHEN q.seq <= 5600 THEN 'completed' WHEN q.seq <= 5800 THEN 'in_progress' ELSE 'queued' END, 1,
+               'w', CASE WHEN q.seq BETWEEN 5601 AND 5800 THEN now() + interval '1 hour' END, now()
+        FROM m q JOIN m a ON a.seq = q.seq + 1 WHERE q.seq %% 2 = 1""", {"thread": thread.id, "user": principal.user_id})
+    connection.exec_driver_sql("ANALYZE runs; ANALYZE messages")
+    now = utcnow()
+
+    sweep = _plan(connection, runs.lost_runs(now, now - timedelta(minutes=5)))
+    assert "ix_runs_leased" in sweep and "ix_runs_queued" in sweep and "Seq Scan" not in sweep, sweep
+    assert "ix_runs_queued" in _plan(connection, observability._QUEUED)
+    assert "ix_runs_leased" in _plan(connection, observability._IN_PROGRESS)
+    last_key = _plan(connection, messages._LAST_CONTEXT_KEY.params(thread_id=thread.id))
+    assert "ix_messages_context_key" in last_key, last_key
+
+
 def test_a_finished_answer_is_read_back_with_its_steps(principal, thread):
     from shared.services import messages
 
