@@ -126,6 +126,12 @@ def main(args: argparse.Namespace) -> None:
         db.dispose()
         if not args.keep_db:
             _drop_database()
+        import redis
+
+        client = redis.Redis.from_url(REDIS_URL)  # this run's queue, event logs and channel keys
+        for key in client.scan_iter(match=f"*{QUEUE}*", count=1000):
+            client.delete(key)
+        client.close()
 
 
 def _backend_ticks() -> dict[int, int]:
