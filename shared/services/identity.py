@@ -14,7 +14,7 @@ from sqlalchemy import bindparam, select, update
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from shared import permissions
-from shared.db import prepared, read, transaction
+from shared.db import prepared, read, read_rows, transaction
 from shared.errors import Conflict, NotFound, Unauthorized
 from shared.models import ApiToken, Tenant, User, utcnow
 from shared.permissions import Principal
@@ -125,8 +125,8 @@ def authenticate_token(plain: str) -> Principal:
     if not plain.startswith(TOKEN_PREFIX):
         raise Unauthorized("Invalid or expired token.")
     digest = hash_token(plain)
-    with read() as session:
-        row = session.execute(_TOKEN_AND_USER, {"digest": digest}).first()
+    with read_rows() as connection:
+        row = connection.execute(_TOKEN_AND_USER, {"digest": digest}).first()
     now = utcnow()
     if row is None or not hmac.compare_digest(row.token_hash, digest):
         raise Unauthorized("Invalid or expired token.")

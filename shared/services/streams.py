@@ -11,11 +11,12 @@ from dataclasses import dataclass
 
 from sqlalchemy import bindparam, select
 
-from shared.db import prepared, read
+from shared.db import read
 from shared.errors import NotFound
-from shared.models import ACTIVE_STATUSES, Message, Run, RunStep
+from shared.models import ACTIVE_STATUSES, Run
 from shared.permissions import Principal
-from shared.services.messages import readable_message
+from shared.services import messages
+from shared.services.messages import StoredMessage, StoredStep, readable_message
 
 
 @dataclass(frozen=True)
@@ -45,23 +46,15 @@ def run_ended(run_id: uuid.UUID | None) -> bool:
     return status is None or status not in ACTIVE_STATUSES
 
 
-_ANSWER = prepared(
-    select(Message, RunStep)
-    .outerjoin(Run, Run.response_message_id == Message.id)
-    .outerjoin(RunStep, RunStep.run_id == Run.id)
-    .where(Message.id == bindparam("message_id"))
-    .order_by(RunStep.attempt, RunStep.index)
-)
-
-
-def stored_answer(message_id: uuid.UUID) -> tuple[Message, list[RunStep]]:
+def stored_answer(message_id: uuid.UUID) -> tuple[StoredMessage, list[StoredStep]]:
     """The stored message a stream ends with, and its run's steps: one autocommit read (one round
-    trip, a prepared statement on PostgreSQL) instead of reading the message as GET does (BEGIN, the
-    thread, the message, the steps, COMMIT). Who may see it was settled when the stream was attached
-    (the post itself, or ``target``), and the stream only ever names that message; NotFound when the
-    message is gone (a ``Thread-Busy: rollback`` post deleted it, or its thread was deleted)."""
-    with read() as session:
-        rows = session.execute(_ANSWER, {"message_id": message_id}).all()
-    if not rows:
+    trip, a prepared statement on PostgreSQL, plain rows: the waiter's read, ``messages.stored_answer``)
+    instead of reading the message as GET does (BEGIN, the thread, the message, the steps, COMMIT).
+    Who may see it was settled when the stream was attached (the post itself, or ``target``), and the
+    stream only ever names that message; NotFound when the message is gone (a ``Thread-Busy:
+    rollback`` post deleted it, or its thread was deleted)."""
+    found = messages.stored_answer(message_id)
+    if found is None:
         raise NotFound("Message not found.")
-    return rows[0][0], [step for _message, step in rows if step is not None]
+    message, _run, steps = found
+    return message, steps

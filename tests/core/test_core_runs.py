@@ -274,6 +274,29 @@ def test_a_finished_answer_is_read_back_with_its_steps(principal, thread):
     assert list(by_message) == [exchange.response.id]
 
 
+def test_the_waited_answer_is_what_a_later_get_returns(principal, thread):
+    """await_response reads plain rows (messages.stored_answer), not ORM entities: every column of the
+    message and of each step, and the run v1-threads renders as details, equal what GET reads."""
+    from shared.services import messages
+
+    exchange = post_user_message(principal, thread.id, content="hello")
+    job = runs.claim(exchange.run_id, "worker-a")
+    runs.finish(job, Outcome(content="hi", steps=[step(0), step(1, StepStatus.FAILED)], usage={"total_tokens": 3}))
+
+    waited = messages.await_response(exchange, 1)
+    answer, steps = messages.get_message(principal, thread.id, exchange.response.id)
+    columns = [c.key for c in MESSAGES.columns]
+    assert {c: getattr(waited.response, c) for c in columns} == {c: getattr(answer, c) for c in columns}
+    assert waited.response.finished and type(waited.response.status) is type(answer.status)
+    step_columns = [c.key for c in RunStep.__table__.columns]
+    as_rows = lambda found: [{c: getattr(s, c) for c in step_columns} for s in found]  # noqa: E731
+    assert as_rows(waited.steps) == as_rows(steps) and len(steps) == 2
+    run, run_steps = messages.run_details([answer])[answer.id]
+    assert {c: getattr(waited.run, c) for c in ("id", "status", "attempts", "model_id", "usage")} == \
+        {c: getattr(run, c) for c in ("id", "status", "attempts", "model_id", "usage")}
+    assert as_rows(waited.run_steps) == as_rows(run_steps)
+
+
 def test_the_claim_brings_the_users_own_newest_memories_for_the_prompt(principal, thread, make_principal, set_settings,
                                                                        monkeypatch):
     """On PostgreSQL the claim reads the memories along with the run; the agent recalls from them what

@@ -72,8 +72,11 @@ def present_run(run: Run, steps: list[RunStep]) -> dict:
     }
 
 
-def present_messages(items: list[Message], thread_id: uuid.UUID, tenant_id: uuid.UUID, with_details: bool) -> list[dict]:
-    runs = message_service.run_details(items) if with_details else {}
+def present_messages(items: list[Message], thread_id: uuid.UUID, tenant_id: uuid.UUID, with_details: bool,
+                     runs: dict | None = None) -> list[dict]:
+    """``runs``: the details already read (a waited answer's, read with it); else read here when wanted."""
+    if runs is None:
+        runs = message_service.run_details(items) if with_details else {}
     cited = citation_service.enrich(tenant_id, [m.citations for m in items])
     out = []
     for message, citations in zip(items, cited):
@@ -193,7 +196,9 @@ def post_user_message(path, body, _query, _headers, **_raw):
                                  _render_for_stream(thread_id), preface=preface,
                                  status=200 if exchange.replayed else 201)
     exchange = message_service.await_response(exchange, wait)
-    user, assistant = present_messages([exchange.request, exchange.response], thread_id, principal.tenant_id, True)
+    answered = exchange.run_steps is not None  # the answer's run and steps were read with it: no second read
+    runs = ({exchange.response.id: (exchange.run, exchange.run_steps)} if exchange.run else {}) if answered else None
+    user, assistant = present_messages([exchange.request, exchange.response], thread_id, principal.tenant_id, True, runs)
     headers = {}
     if not exchange.response.finished:
         headers = poll_headers(url_for("v1_threads.get_message", thread_id=thread_id, message_id=exchange.response.id))
