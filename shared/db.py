@@ -212,10 +212,111 @@ def _execute_prepared(conn, cursor, statement, parameters, context, executemany)
             log.warning("cannot prepare statement %s; it runs unprepared", form.name, exc_info=True)
             return statement, parameters
         done.add(form.name)
+    context.threadline_form = form  # for fetch_prepared's fast path (_Direct)
     return form.execute, parameters
 
 
 _UNPREPARABLE: set[str] = set()
+
+
+@dataclass(frozen=True)
+class _Direct:
+    """How fetch_prepared runs a prepared statement on the raw cursor: its EXECUTE text, where each
+    of its parameters comes from, and how a result row is made."""
+
+    form: _Form
+    # (name in EXECUTE, the caller's key or None for a constant of the statement, bind processor, constant)
+    parameters: tuple[tuple[str, str | None, object, object], ...]
+    row: type  # a namedtuple of the result's columns
+    processors: tuple  # per column, a result processor or None; () when there is none at all
+
+
+_DIRECT: dict[object, _Direct] = {}
+_EXECUTE_NAMES = re.compile(r"%\((\w+)\)s")
+
+
+def fetch_prepared(session: Session | Connection, statement, parameters: dict) -> list:
+    """Every row of a ``prepared()`` statement (the claim, the finish: every message runs them), as
+    named tuples (``row.column``, as SQLAlchemy's rows).
+
+    The first run on a connection goes through SQLAlchemy (which PREPAREs it, _execute_prepared);
+    after that, once one run has shown how (``_Direct``), the ``EXECUTE`` goes to the DBAPI cursor
+    with the parameters put through the statement's bind processors, and the rows through its result
+    processors. That skips, per run, what SQLAlchemy redoes for a statement it has compiled and cached
+    already: the execution context, the parameters of every bind (the statement's constants
+    included), the expanding IN lists rendered anew into the text (which the EXECUTE does not even
+    send), the result's metadata and rows (docs/performance.md, "The worker's run"). Errors are
+    SQLAlchemy's as before (wrapped, a lost connection invalidated: the task's retry sees
+    ``OperationalError``). Not used while other cursor-execute listeners are on the engine
+    (OpenTelemetry's instrumentation, the round-trip counting tests): they see every statement."""
+    connection = session if isinstance(session, Connection) else session.connection()
+    direct = _DIRECT.get(statement)
+    if (direct is not None and direct.form.name in connection.info.get("threadline_prepared", ())
+            and len(connection.dispatch.before_cursor_execute) == 1 and not connection.dispatch.after_cursor_execute):
+        return _fetch_direct(connection, direct, parameters)
+    result = session.execute(statement, parameters)
+    rows = result.all()
+    form = getattr(result.context, "threadline_form", None)
+    if form is not None and statement not in _DIRECT:
+        _DIRECT[statement] = _direct(form, result, parameters) or _NOT_DIRECT
+    return rows
+
+
+_NOT_DIRECT = _Direct(_Form("", "", "", ()), (), tuple, ())  # never in a connection's prepared set
+
+
+def _direct(form: _Form, result, parameters: dict) -> _Direct | None:
+    """The _Direct of a statement, from one run through SQLAlchemy; None (the statement always goes
+    through SQLAlchemy) unless it reproduces that run's parameters exactly."""
+    import collections
+
+    context = result.context
+    compiled, sent = context.compiled, context.parameters[0]
+    processors = compiled._bind_processors
+    plan = []
+    for name in dict.fromkeys(_EXECUTE_NAMES.findall(form.execute)):
+        bind = compiled.binds.get(name)
+        if bind is None:
+            return None
+        if bind.key in parameters:
+            plan.append((name, bind.key, processors.get(name), None))
+        else:
+            plan.append((name, None, None, sent[name]))
+    direct_parameters = tuple(plan)
+    if _direct_parameters(direct_parameters, parameters) != {name: sent[name] for name, *_ in plan}:
+        return None
+    keys = list(result.keys())
+    row_processors = tuple(result._metadata._processors or (None,) * len(keys))  # as made for this result's
+    if len(row_processors) != len(keys):  # column types (cursor.description), as SQLAlchemy applies them
+        return None
+    try:
+        row = collections.namedtuple("Row", keys)
+    except ValueError:  # a column name that is not an identifier
+        return None
+    return _Direct(form, direct_parameters, row, row_processors if any(row_processors) else ())
+
+
+def _direct_parameters(plan, parameters: dict) -> dict:
+    return {name: (constant if key is None else processor(parameters[key]) if processor else parameters[key])
+            for name, key, processor, constant in plan}
+
+
+def _fetch_direct(connection: Connection, direct: _Direct, parameters: dict) -> list:
+    sent = _direct_parameters(direct.parameters, parameters)
+    cursor = None
+    try:
+        cursor = connection.connection.dbapi_connection.cursor()
+        cursor.execute(direct.form.execute, sent)
+        rows = cursor.fetchall()
+        cursor.close()
+    except BaseException as error:  # as Connection._execute_context: SQLAlchemy wraps it, and invalidates
+        # a lost connection (or one left mid-statement by an exit exception, e.g. a gevent Timeout)
+        connection._handle_dbapi_exception(error, direct.form.execute, sent, cursor, None)
+    make, processors = direct.row._make, direct.processors
+    if not processors:
+        return [make(row) for row in rows]
+    return [make([value if process is None or value is None else process(value)
+                  for process, value in zip(processors, row)]) for row in rows]
 
 
 _engine_lock = threading.Lock()
@@ -333,6 +434,20 @@ def read() -> Iterator[Session]:
 
 
 @contextmanager
+def _autocommit_connection() -> Iterator[Connection]:
+    """A pooled psycopg2 connection in autocommit, switched by psycopg2's own flag (as in read(): no
+    SET round trip), and switched back before the pool gets it again."""
+    with engine().connect() as connection:
+        raw = connection.connection.dbapi_connection
+        raw.autocommit = True
+        try:
+            yield connection
+        finally:
+            if raw.closed == 0:  # a connection lost mid-statement is invalidated; resetting it would raise
+                raw.autocommit = False
+
+
+@contextmanager
 def read_rows() -> Iterator[Connection]:
     """``read()`` without the ORM: a Core connection in autocommit on PostgreSQL, for the per-request
     reads that return plain rows (the token check, the waiter's look at its answer). An ORM Session
@@ -340,36 +455,29 @@ def read_rows() -> Iterator[Connection]:
     read's client CPU, cProfile). Tests bound to a connection (``bind_to``) read from that connection."""
     if _bound is not None:
         yield _bound.kw["bind"]
-        return
-    connection = engine().connect()
-    try:
-        if connection.dialect.driver != "psycopg2":
+    elif engine().dialect.driver != "psycopg2":
+        with engine().connect() as connection:
             yield connection
-            return
-        raw = connection.connection.dbapi_connection
-        raw.autocommit = True  # psycopg2's own switch, as read() does (no SET round trip)
-        try:
+    else:
+        with _autocommit_connection() as connection:
             yield connection
-        finally:
-            if raw.closed == 0:
-                raw.autocommit = False
-    finally:
-        connection.close()
 
 
 @contextmanager
-def one_statement() -> Iterator[Session]:
-    """A session for exactly one statement that writes and is atomic on its own (a data-modifying CTE
-    on PostgreSQL). On PostgreSQL (psycopg2) it runs in autocommit: the statement is its own
-    transaction, so BEGIN and COMMIT, two round trips, are not sent (issue 14: a message's hot path
-    counted 23 round trips). Elsewhere (SQLite, tests bound to a connection) it is a transaction().
-    Never run a second statement in it: the two would commit separately."""
+def one_statement() -> Iterator[Session | Connection]:
+    """Where to run exactly one statement that writes and is atomic on its own (a data-modifying CTE
+    on PostgreSQL), with ``fetch_prepared``. On PostgreSQL (psycopg2) a Connection in autocommit:
+    the statement is its own transaction, so BEGIN and COMMIT, two round trips, are not sent (issue
+    14: a message's hot path counted 23 round trips), and no ORM session is built around it (its
+    making and closing cost more CPU than the statement's own execution, docs/performance.md).
+    Elsewhere (SQLite, tests bound to a connection) it is a transaction()'s session. Never run a
+    second statement in it: the two would commit separately."""
     if _bound is not None or engine().dialect.driver != "psycopg2":
         with transaction() as session:
             yield session
         return
-    with read() as session:
-        yield session
+    with _autocommit_connection() as connection:
+        yield connection
 
 
 @contextmanager

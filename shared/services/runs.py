@@ -36,7 +36,7 @@ from sqlalchemy.orm import Session
 
 from shared import events, storable
 from shared.config import settings
-from shared.db import engine, one_statement, prepared, read, transaction
+from shared.db import engine, fetch_prepared, one_statement, prepared, read, transaction
 from shared.errors import Conflict, RateLimited
 from shared.models import (ACTIVE_STATUSES, Message, Run, RunEvent, RunStep, Status, StepStatus, Thread, User, Workflow,
                            utcnow)
@@ -511,11 +511,11 @@ def claim(run_id: uuid.UUID, owner: str) -> RunJob | None:
     message marked in progress, and the request with its history and thread."""
     if engine().dialect.name == "postgresql":
         with one_statement() as session:
-            rows = session.execute(_CLAIM_IN_ONE_STATEMENT, {
+            rows = fetch_prepared(session, _CLAIM_IN_ONE_STATEMENT, {
                 "run_id": run_id, "max_attempts": settings.run_max_attempts, "owner": owner,
                 "lease_for": timedelta(seconds=settings.lease_seconds),
                 "memory_limit": max(settings.memory_prompt_limit, 0) + 1,
-            }).all()
+            })
         if not rows:
             with transaction() as session:
                 _fail_if_out_of_attempts(session, run_id, database_now(session))
@@ -776,7 +776,7 @@ def finish(job: RunJob, outcome: Outcome, pending_events: Sequence[tuple[str, di
         status = Status.FAILED if outcome.is_error else Status.COMPLETED
     if engine().dialect.name == "postgresql":
         with one_statement() as session:
-            ended = session.execute(_FINISH_IN_ONE_STATEMENT, {
+            ended = next(iter(fetch_prepared(session, _FINISH_IN_ONE_STATEMENT, {
                 "run_id": job.run_id, "owner": job.owner, "new_status": status, "new_usage": outcome.usage,
                 "new_error": outcome.error, "new_content": outcome.content,
                 "new_citations": outcome.citations, "new_updated_context": outcome.updated_context,
@@ -784,7 +784,7 @@ def finish(job: RunJob, outcome: Outcome, pending_events: Sequence[tuple[str, di
                 "write_context": bool(outcome.context_changed and outcome.updated_context is not None),
                 "new_thread_context": outcome.updated_context, "steps": _steps_json(outcome.steps),
                 "webhook_timestamp": utcnow().isoformat(), "webhook_now": utcnow(),
-            }).first()
+            })), None)
         if ended is not None:
             return Finished(next_run=ended.next_run, status=ended.status, deliveries=list(ended.deliveries or []))
         with transaction() as session:

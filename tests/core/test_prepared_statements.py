@@ -88,3 +88,38 @@ def test_the_post_claim_and_finish_run_prepared(monkeypatch):
     for part in ("FOR UPDATE", "UPDATE threads SET last_seq", "WITH posted_messages", "WITH claim_clock",
                  "WITH finish_clock"):
         assert part in statements, part
+
+
+def test_fetch_prepared_sends_the_execute_to_the_cursor_once_sqlalchemy_has_shown_how(monkeypatch):
+    """shared.db.fetch_prepared: the first run goes through SQLAlchemy; later runs on a connection that
+    has the statement prepared skip it, with the same rows (bind and result processors applied) and
+    SQLAlchemy's errors; another cursor listener (tracing, round-trip counting) sees every statement."""
+    from sqlalchemy import Integer, event, exc, literal_column
+    from sqlalchemy.dialects.postgresql import JSONB
+
+    from shared.models import Status
+
+    status = literal_column("'in_progress'", type_=Run.__table__.c.status.type).label("status")
+    statement = db.prepared(select(
+        status, bindparam("doc", type_=JSONB()).label("doc"),
+        (bindparam("n", type_=Integer) / bindparam("d", type_=Integer)).label("q"),
+    ))
+    direct = []
+    original = db._fetch_direct
+    monkeypatch.setattr(db, "_fetch_direct", lambda *args: direct.append(1) or original(*args))
+    with db.engine().connect() as connection:
+        first = db.fetch_prepared(connection, statement, {"doc": {"a": [1, "x"]}, "n": 6, "d": 3})
+        second = db.fetch_prepared(connection, statement, {"doc": {"b": None}, "n": 8, "d": 2})
+        assert direct == [1]
+        assert [tuple(row) for row in first] == [(Status.IN_PROGRESS, {"a": [1, "x"]}, 2)]
+        assert [tuple(row) for row in second] == [(Status.IN_PROGRESS, {"b": None}, 4)]
+        assert second[0].status is Status.IN_PROGRESS and second[0].doc == {"b": None}
+        with pytest.raises(exc.DataError):  # division by zero, wrapped as SQLAlchemy wraps it
+            db.fetch_prepared(connection, statement, {"doc": None, "n": 1, "d": 0})
+        assert direct == [1, 1]
+        connection.rollback()  # the failed statement ended the transaction, as through SQLAlchemy
+        seen = []
+        event.listen(connection, "before_cursor_execute", lambda _c, _cur, sql, *_a: seen.append(sql))
+        assert [tuple(row) for row in db.fetch_prepared(connection, statement, {"doc": 1, "n": 9, "d": 3})] == [
+            (Status.IN_PROGRESS, 1, 3)]
+        assert direct == [1, 1] and len(seen) == 1  # through SQLAlchemy, where the listener sees it

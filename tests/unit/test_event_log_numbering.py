@@ -48,3 +48,15 @@ def test_the_script_continues_the_numbers_the_server_gave(redis_log):
     redis_log.append_all(run_id, [("a", {}), ("b", {})], 0)
     redis_log._numbers = False
     assert redis_log.append(run_id, "c", {}, 0) == 3
+
+
+def test_the_worker_s_packed_commands_are_redis_py_s_and_an_error_reply_keeps_the_connection_in_step(redis_log):
+    """RedisLog._round_trip (the worker's appends, without redis-py's pipeline): the bytes redis-py
+    would send, the first error reply raised after every reply was read, the pool's connection fine."""
+    args = ("XADD", "k", "MAXLEN", "~", 1000, "0-*", "t", "message.delta", "a", 2, "d", '{"text":"\u00e9"}')
+    assert events._packed(*args) == b"".join(redis.Connection().pack_command(*args))
+    key = f"{redis_log.prefix}plain"
+    with pytest.raises(redis.ResponseError):
+        redis_log._round_trip(events._packed("SET", key, "a") + events._packed("INCR", key)
+                              + events._packed("APPEND", key, "b"), 3)
+    assert redis_log._round_trip(events._packed("GET", key), 1) == [b"ab"]  # the APPEND after the error ran
