@@ -210,44 +210,59 @@ def _stream(target: StreamTarget, render: Render, after: int, preface: dict[str,
 def _follow(target: StreamTarget, render: Render, after: int, just_posted: bool = False) -> Iterator[str]:
     """The run's events as frames. The events of one read go out as one write (one chunk, one
     send). ``just_posted``: this request has just queued the run, which is as good as a look at its
-    row (it has not ended), so the first look waits STATUS_CHECK like the later ones."""
+    row (it has not ended), so the first look waits STATUS_CHECK like the later ones.
+
+    While the run goes on, its events come from the process's reader (``event_log().follow``: one
+    XREAD for every stream of the process, shared/events.py ``StreamReader``); once its row says it
+    ended, the client reads the rest of the log itself, from the last event it sent, to the end."""
     event_log = events.event_log()
     floor, last = target.attempts, after
     started = last_write = time.monotonic()
     last_check = started if just_posted else -math.inf
     wait = max(0.05, min(settings.stream_heartbeat, STATUS_CHECK))
     ended = False  # once the row says the run ended, the log only needs reading to its end
-    while time.monotonic() - started < settings.stream_max_seconds:
-        if not ended and time.monotonic() - last_check >= STATUS_CHECK:
-            last_check = time.monotonic()
-            ended = streams.run_ended(target.run_id)  # read before the log: nothing can slip between
-        try:
-            batch = event_log.read(target.run_id, last, timeout=0 if ended else wait)
-        except Exception:  # noqa: BLE001 - Redis away: the row still says when the run ends
-            log.warning("could not read the event log of run %s", target.run_id, exc_info=True)
-            batch = []
-            if not ended:
-                time.sleep(1.0)
-                last_check = -math.inf
-        frames = []
-        for event in batch:
-            last = event.id
-            if 0 < event.attempt < floor:
-                continue  # written late by an attempt that lost its lease
-            floor = max(floor, event.attempt)
-            if event.type in TERMINAL:
-                frames.append(frame(event.type, _terminal(event.type, event.data, render, target.message_id), event.id))
-                yield "".join(frames)
+    following = None  # the subscription at the reader, from the first read of a run not ended
+    try:
+        while time.monotonic() - started < settings.stream_max_seconds:
+            if not ended and time.monotonic() - last_check >= STATUS_CHECK:
+                last_check = time.monotonic()
+                ended = streams.run_ended(target.run_id)  # read before the log: nothing can slip between
+            try:
+                if ended:  # what the reader holds for us is in the log too: read from the last event sent
+                    batch = event_log.read(target.run_id, last, timeout=0)
+                else:
+                    if following is None:
+                        following = event_log.follow(target.run_id, last)
+                    batch = following.take(wait)
+            except Exception:  # noqa: BLE001 - Redis away: the row still says when the run ends
+                log.warning("could not read the event log of run %s", target.run_id, exc_info=True)
+                batch = []
+                if not ended:
+                    time.sleep(1.0)
+                    last_check = -math.inf
+            frames = []
+            for event in batch:
+                last = event.id
+                if 0 < event.attempt < floor:
+                    continue  # written late by an attempt that lost its lease
+                floor = max(floor, event.attempt)
+                if event.type in TERMINAL:
+                    frames.append(frame(event.type, _terminal(event.type, event.data, render, target.message_id),
+                                        event.id))
+                    yield "".join(frames)
+                    return
+                frames.append(frame(event.type, event.data, event.id))
+            if frames:
+                yield frames[0] if len(frames) == 1 else "".join(frames)
+            if batch:
+                last_write = time.monotonic()
+                continue
+            if ended:  # finished, and the log holds no end (expired, or lost): the stored message is the end
+                yield _from_stored(target, render)
                 return
-            frames.append(frame(event.type, event.data, event.id))
-        if frames:
-            yield frames[0] if len(frames) == 1 else "".join(frames)
-        if batch:
-            last_write = time.monotonic()
-            continue
-        if ended:  # finished, and the log holds no end (expired, or lost): the stored message is the end
-            yield _from_stored(target, render)
-            return
-        if time.monotonic() - last_write >= settings.stream_heartbeat:
-            yield ": keep-alive\n\n"
-            last_write = time.monotonic()
+            if time.monotonic() - last_write >= settings.stream_heartbeat:
+                yield ": keep-alive\n\n"
+                last_write = time.monotonic()
+    finally:
+        if following is not None:
+            following.close()

