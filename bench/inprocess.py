@@ -21,7 +21,8 @@ does: no Celery consumer, no broker (the run id handed to the broker is recorded
         # left queued and the post enqueues for real (run.queued and the task in one Redis pipeline).
 
 Environment: ``BENCH_PG_ADMIN_URL`` (default postgres@127.0.0.1:5432), ``BENCH_REDIS_URL`` (default
-redis db 9), ``BENCH_DB`` (default ``wpath_inproc``, created and migrated to head when missing).
+redis db 9), ``BENCH_DB`` (default ``wpath_inproc``, created and migrated to head when missing),
+``BENCH_MODEL_PORT`` (the scripted model's port; default: a free one).
 """
 from __future__ import annotations
 
@@ -61,7 +62,7 @@ from devtools.stack import free_port, wait_until  # noqa: E402
 PG_ADMIN_URL = os.environ.get("BENCH_PG_ADMIN_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/9")
 DB_NAME = os.environ.get("BENCH_DB", "wpath_inproc")
-MODEL_PORT = free_port()
+MODEL_PORT = int(os.environ.get("BENCH_MODEL_PORT") or free_port())
 DATABASE_URL = PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + DB_NAME
 
 # Before shared.config is imported anywhere: it reads the environment once.
