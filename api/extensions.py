@@ -7,6 +7,7 @@ import flask_smorest
 import marshmallow as ma
 from flask import current_app, request
 from flask_limiter import Limiter
+from flask_limiter._manager import LimitManager
 from flask_limiter.util import get_qualified_name
 from flask_smorest import Api
 from webargs.flaskparser import FlaskParser
@@ -88,6 +89,32 @@ class Blueprint(flask_smorest.Blueprint):
         return _documenting_only(flask_smorest.Blueprint.doc(**kwargs))
 
 
+class _ScopeCachingLimitManager(LimitManager):
+    """flask-limiter's limit manager, with each endpoint's exemption scope worked out once per app.
+
+    The scope (the route's exemptions, its blueprint's and the blueprint's ancestors') was worked out
+    twice per limited request from the same data: the app's view functions and blueprints (fixed once
+    the app serves) and the exemptions added through this manager (each one starts a new generation
+    of the cache)."""
+
+    generation = 0
+
+    def exemption_scope(self, app, endpoint, blueprint):
+        scopes = app.extensions.setdefault("threadline.exemption_scopes", {})
+        key = (id(self), self.generation, endpoint, blueprint)
+        if (scope := scopes.get(key)) is None:
+            scope = scopes[key] = super().exemption_scope(app, endpoint, blueprint)
+        return scope
+
+    def add_route_exemption(self, route, scope) -> None:
+        self.generation += 1
+        super().add_route_exemption(route, scope)
+
+    def add_blueprint_exemption(self, blueprint, scope) -> None:
+        self.generation += 1
+        super().add_blueprint_exemption(blueprint, scope)
+
+
 class RouteLimiter(Limiter):
     """flask-limiter, without its before-request pass over a route that has limits of its own.
 
@@ -98,6 +125,10 @@ class RouteLimiter(Limiter):
     endpoint. Resolving that nothing (the route's exemptions, twice, its blueprint's, the meta limits)
     was ~3% of a post. The pass is skipped exactly then; everything else (the route's own check, its
     429, its headers, the defaults of every undecorated route) is flask-limiter's as before."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.limit_manager.__class__ = _ScopeCachingLimitManager  # (flask-limiter builds its own in __init__)
 
     def _check_request_limit(self, callable_name: str | None = None, in_middleware: bool = True) -> None:
         if in_middleware and callable_name is None and not self._meta_limits \
