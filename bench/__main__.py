@@ -124,6 +124,27 @@ def count(items: list[str]) -> dict[str, int]:
     return kinds
 
 
+def plan(stack: Stack, clients: int, users: int = 16) -> Path:
+    """The load's plan (bench/load.py --plan): ``users`` users with a token each and one thread per client,
+    made through the services in this process; written to the stack's tmp/plan.json. The bench and
+    bench/api_process.py both load this one."""
+    from shared.services import identity, threads
+
+    principals = []
+    for i in range(users):
+        email = f"bench-{i}-{stack.tag}@example.com"
+        identity.create_user(email, "bench")
+        token, _ = identity.create_token(email)
+        principals.append((token, identity.authenticate_token(token)))
+    targets = []
+    for i in range(clients):
+        token, principal = principals[i % len(principals)]
+        targets.append({"token": token, "thread": threads.create_thread(principal, title=f"bench {i}").id})
+    path = stack.tmp / "plan.json"
+    path.write_text(json.dumps(targets))
+    return path
+
+
 class System:
     """One system under test: where its API listens, its plan, the roles its processes play."""
 
@@ -163,7 +184,7 @@ class Bench:
         self.start_recipe()
         needed = max(SIZES["s4_clients"], *SIZES["s3_clients"], SIZES["stream_clients"] + SIZES["cancel_clients"])
         log(f"bench: planning {needed} threads")
-        self.threadline = System("Threadline", self.stack.api_url, self._plan(needed), self._threadline_roles(),
+        self.threadline = System("Threadline", self.stack.api_url, plan(self.stack, needed), self._threadline_roles(),
                                  (self.stack.db_name,))
         recipe_plan = self.stack.tmp / "recipe-plan.json"
         recipe_plan.write_text(json.dumps([{"token": "-", "thread": i + 1} for i in range(needed)]))
@@ -226,24 +247,6 @@ class Bench:
         wait_until(lambda: "ready" in worker_log.read_text(errors="replace"), timeout=30, what="recipe worker")
         wait_until(lambda: httpx.get(f"{self.recipe_url}/healthz", timeout=1).status_code == 200, timeout=30,
                    what="recipe api")
-
-    def _plan(self, count: int) -> Path:
-        """Users (16) and one thread per client, made through the services in this process."""
-        from shared.services import identity, threads
-
-        targets = []
-        users = []
-        for i in range(16):
-            email = f"bench-{i}-{self.stack.tag}@example.com"
-            identity.create_user(email, "bench")
-            token, _ = identity.create_token(email)
-            users.append((token, identity.authenticate_token(token)))
-        for i in range(count):
-            token, principal = users[i % len(users)]
-            targets.append({"token": token, "thread": threads.create_thread(principal, title=f"bench {i}").id})
-        path = self.stack.tmp / "plan.json"
-        path.write_text(json.dumps(targets))
-        return path
 
     def set_model(self, latency: float = 0.0, token_rate: float = 0.0, first_token_delay: float = 0.0) -> None:
         httpx.post(f"{self.stack.model_url}/_control", json={

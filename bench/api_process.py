@@ -28,30 +28,11 @@ from pathlib import Path
 import httpx
 import psutil
 
-from bench.__main__ import BENCH_ENV
+from bench.__main__ import BENCH_ENV, plan
 from devtools import processes
 from devtools.stack import ROOT, Process, Stack, free_port, wait_until
 
 PY_SPY = ROOT / ".venv" / "bin" / "py-spy"
-
-
-def plan(stack: Stack, clients: int) -> Path:
-    """Eight users, one thread per client (as bench/__main__.py makes them)."""
-    from shared.services import identity, threads
-
-    users = []
-    for i in range(8):
-        email = f"api-process-{i}-{stack.tag}@example.com"
-        identity.create_user(email, "bench")
-        token, _ = identity.create_token(email)
-        users.append((token, identity.authenticate_token(token)))
-    targets = []
-    for i in range(clients):
-        token, principal = users[i % len(users)]
-        targets.append({"token": token, "thread": threads.create_thread(principal, title=f"api-process {i}").id})
-    path = stack.tmp / "plan.json"
-    path.write_text(json.dumps(targets))
-    return path
 
 
 def load(stack: Stack, path: Path, clients: int, duration: float) -> dict:

@@ -16,9 +16,13 @@ does: no Celery consumer, no broker (the run id handed to the broker is recorded
         # measured messages are counted (not imports, migrations, warm-up); --part run|post brackets one part.
         # The main thread's count is in /tmp/cg.<pid>-01 (`callgrind_annotate` it); the other files are
         # the lease keeper, the cancel watch and the like, whose share grows with wall time under valgrind.
+    .venv/bin/python -m bench.inprocess -n 60 --posts-only --callgrind   # (under valgrind as above)
+        # the API's post alone, as docs/performance.md "The API's CPU per post" counts it: the runs are
+        # left queued and the post enqueues for real (run.queued and the task in one Redis pipeline).
 
 Environment: ``BENCH_PG_ADMIN_URL`` (default postgres@127.0.0.1:5432), ``BENCH_REDIS_URL`` (default
-redis db 9), ``BENCH_DB`` (default ``wpath_inproc``, created and migrated to head when missing).
+redis db 9), ``BENCH_DB`` (default ``wpath_inproc``, created and migrated to head when missing),
+``BENCH_MODEL_PORT`` (the scripted model's port; default: a free one).
 """
 from __future__ import annotations
 
@@ -41,6 +45,8 @@ def _args(argv=None) -> argparse.Namespace:
     parser.add_argument("--out", default="/tmp/inprocess.prof", help="where --profile writes its stats")
     parser.add_argument("--callgrind", action="store_true", help="bracket the loop with callgrind_control -i on/off")
     parser.add_argument("--part", choices=("run", "post", "both"), default="both", help="what --callgrind counts")
+    parser.add_argument("--posts-only", action="store_true",
+                        help="post only, with the real enqueue (the runs stay queued; the queue is emptied at the end)")
     parser.add_argument("--keep-db", action="store_true", help="do not drop the database at the end")
     return parser.parse_args(argv)
 
@@ -56,7 +62,7 @@ from devtools.stack import free_port, wait_until  # noqa: E402
 PG_ADMIN_URL = os.environ.get("BENCH_PG_ADMIN_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/9")
 DB_NAME = os.environ.get("BENCH_DB", "wpath_inproc")
-MODEL_PORT = free_port()
+MODEL_PORT = int(os.environ.get("BENCH_MODEL_PORT") or free_port())
 DATABASE_URL = PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + DB_NAME
 
 # Before shared.config is imported anywhere: it reads the environment once.
@@ -134,8 +140,9 @@ def _loop(args: argparse.Namespace, uuid) -> None:
     from worker.tasks import execute_run
 
     enqueued: list = []
-    messages.enqueue_run = enqueued.append  # the bench's stand-in for the broker (as tests/core does)
-    messages.enqueue_queued_run = lambda run_id, *_ids: enqueued.append(run_id)
+    if not args.posts_only:  # the bench's stand-in for the broker (as tests/core does)
+        messages.enqueue_run = enqueued.append
+        messages.enqueue_queued_run = lambda run_id, *_ids: enqueued.append(run_id)
     user = identity.create_user(f"{uuid.uuid4().hex[:12]}@example.com", f"t-{uuid.uuid4().hex[:8]}")
     token, _ = identity.create_token(user.email)
     principal = identity.authenticate_token(token)
@@ -169,7 +176,12 @@ def _loop(args: argparse.Namespace, uuid) -> None:
 
     posts: list[float] = []
     runs: list[float] = []
-    for i in range(args.warmup + args.n):
+    if args.posts_only:  # one thread (a post reads none of its history) and one callgrind bracket
+        thread_id = threads.create_thread(principal, title="bench").id
+        for _ in range(args.warmup):
+            post()
+        posts = [measured("post", lambda: [post() for _ in range(args.n)]) / args.n]
+    for i in range(0 if args.posts_only else args.warmup + args.n):
         if i % args.per_thread == 0:  # a thread grows with every message: keep the prompt's history bounded
             thread_id = threads.create_thread(principal, title="bench").id
         if i < args.warmup:
@@ -179,6 +191,15 @@ def _loop(args: argparse.Namespace, uuid) -> None:
         runs.append(measured("run", run))
     if profiler:
         profiler.dump_stats(args.out)
+    if args.posts_only:
+        from shared.config import settings
+        from shared.queue import celery_app
+
+        with celery_app().connection_for_write() as conn:
+            conn.default_channel.client.delete(settings.run_queue)
+        print(f"process_time per post, {args.n} posts after {args.warmup} warm-up (runs left queued):")
+        print(f"post  mean {posts[0] * 1000:7.3f} ms")
+        return
 
     def line(name: str, values: list[float]) -> str:
         ms = [v * 1000 for v in values]
