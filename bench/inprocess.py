@@ -135,6 +135,7 @@ def _loop(args: argparse.Namespace, uuid) -> None:
 
     enqueued: list = []
     messages.enqueue_run = enqueued.append  # the bench's stand-in for the broker (as tests/core does)
+    messages.enqueue_queued_run = lambda run_id, *_ids: enqueued.append(run_id)  # the production post's way
     user = identity.create_user(f"{uuid.uuid4().hex[:12]}@example.com", f"t-{uuid.uuid4().hex[:8]}")
     token, _ = identity.create_token(user.email)
     principal = identity.authenticate_token(token)
