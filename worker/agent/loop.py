@@ -8,7 +8,7 @@ before (worker/tasks.py).
 
 A cancel (issue 13) trips ``cancelled`` (shared/notify.py, CancelWatch): the agent looks at it after
 every stream chunk and before and after every step. It then leaves the stream's ``with`` block, which
-closes the SDK stream and so the model's HTTP response (the model call is aborted, not drained),
+closes the stream (worker/llm.py) and so the model's HTTP response (the model call is aborted, not drained),
 starts no further tool call (tools already running finish: their side effects stay and their steps
 are recorded), and returns the text streamed so far as a ``cancelled`` outcome.
 """
