@@ -48,6 +48,9 @@ def _args(argv=None) -> argparse.Namespace:
     parser.add_argument("--posts-only", action="store_true",
                         help="post only, with the real enqueue (the runs stay queued; the queue is emptied at the end)")
     parser.add_argument("--keep-db", action="store_true", help="do not drop the database at the end")
+    parser.add_argument("--backend-cpu", action="store_true",
+                        help="also the CPU of the pool's PostgreSQL backends per part (/proc/<pid>/schedstat; "
+                             "the server must run on this machine, readable by this user)")
     return parser.parse_args(argv)
 
 
@@ -108,6 +111,29 @@ def _callgrind(on: bool) -> None:
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
+def _backend_pids() -> list[int]:
+    """The PostgreSQL backends of the bench's database: the pool's (the asking one is one of them)."""
+    from sqlalchemy import text
+
+    from shared import db
+
+    with db.engine().connect() as conn:
+        return list(conn.execute(text("SELECT pid FROM pg_stat_activity WHERE datname = current_database()"))
+                    .scalars())
+
+
+def _backend_ns(pids: list[int]) -> int:
+    """CPU time the backends have run, in ns (schedstat's first field: precise, unlike stat's ticks)."""
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/schedstat") as f:
+                total += int(f.read().split()[0])
+        except OSError:
+            pass
+    return total
+
+
 def main(args: argparse.Namespace) -> None:
     import uuid
 
@@ -140,9 +166,14 @@ def _loop(args: argparse.Namespace, uuid) -> None:
     from worker.tasks import execute_run
 
     enqueued: list = []
-    if not args.posts_only:  # the bench's stand-in for the broker (as tests/core does)
-        messages.enqueue_run = enqueued.append
-        messages.enqueue_queued_run = lambda run_id, *_ids: enqueued.append(run_id)
+    messages.enqueue_run = enqueued.append  # the bench's stand-in for the broker (as tests/core does)
+    queued_run = messages.enqueue_queued_run
+
+    def enqueue_queued_run(run_id, *ids):  # the post's own path (run.queued + task, one Redis round trip),
+        enqueued.append(run_id)  # kept in the measured post; the task it pushes is left unconsumed
+        return queued_run(run_id, *ids)
+
+    messages.enqueue_queued_run = enqueue_queued_run
     user = identity.create_user(f"{uuid.uuid4().hex[:12]}@example.com", f"t-{uuid.uuid4().hex[:8]}")
     token, _ = identity.create_token(user.email)
     principal = identity.authenticate_token(token)
@@ -158,6 +189,9 @@ def _loop(args: argparse.Namespace, uuid) -> None:
     def run() -> None:
         assert execute_run(str(enqueued[-1])) == Status.COMPLETED
 
+    pids: list[int] = []
+    backend: dict[str, list[float]] = {"post": [], "run": []}
+
     def measured(part: str, body) -> float:
         on = args.callgrind and args.part in (part, "both")
         prof = profiler if args.profile in (part, "both") else None
@@ -165,9 +199,12 @@ def _loop(args: argparse.Namespace, uuid) -> None:
             _callgrind(True)
         if prof:
             prof.enable()
+        backend_before = _backend_ns(pids) if pids else 0
         started = time.process_time()
         body()
         spent = time.process_time() - started
+        if pids:
+            backend[part].append((_backend_ns(pids) - backend_before) / 1e9)
         if prof:
             prof.disable()
         if on:
@@ -187,6 +224,8 @@ def _loop(args: argparse.Namespace, uuid) -> None:
         if i < args.warmup:
             post(), run()
             continue
+        if args.backend_cpu and i % args.per_thread == 0 or not pids and args.backend_cpu:
+            pids = _backend_pids()  # after the new thread's transaction: the pool's connections as they are
         posts.append(measured("post", post))
         runs.append(measured("run", run))
     if profiler:
@@ -212,6 +251,10 @@ def _loop(args: argparse.Namespace, uuid) -> None:
     print(line("post", posts))
     print(line("run", runs))
     print(line("total", total))
+    if args.backend_cpu:
+        print(f"PostgreSQL backends' CPU per message ({len(pids)} backends):")
+        print(line("post", backend["post"]))
+        print(line("run", backend["run"]))
     if profiler:
         print(f"cProfile of {args.profile}: {args.out}")
 

@@ -78,6 +78,10 @@ def _ping_if_idle(dbapi_connection, record, _proxy) -> None:
 
 
 PREPARED = "threadline_prepared"  # execution option: run this statement as a server-side prepared one
+LEAD = "threadline_lead"  # execution option: a statement sent ahead of this one, in its round trip (led_by)
+COMMITS = "threadline_commits"  # execution option: COMMIT rides with this statement (commits)
+IN_LINE = "threadline_in_line"  # connection info: an in-line transaction is open (transaction(in_line=True))
+_IDLE = 0  # psycopg2.extensions.TRANSACTION_STATUS_IDLE: no transaction open on the server
 
 
 def prepared(statement):
@@ -92,6 +96,32 @@ def prepared(statement):
     is the same on every call (no expanding IN lists of varying length): each distinct text is one
     prepared statement per connection."""
     return statement.execution_options(**{PREPARED: True})
+
+
+def led_by(statement, lead):
+    """Mark ``statement`` to be sent on psycopg2 with ``lead`` ahead of it in one simple-query string:
+    one round trip for both. The lead runs first and to its end (a lock waits there until granted);
+    the statement then starts with a snapshot of its own, taken after the lead, as if sent apart. The
+    lead's result is dropped; its parameters must be parameters of the statement too (the one dict
+    SQLAlchemy makes for the statement fills both) and it is prepared as a ``prepared()`` statement
+    is. Only the psycopg2 hook sends the lead: run it yourself elsewhere (see ``execute_led``)."""
+    return statement.execution_options(**{LEAD: lead})
+
+
+def execute_led(session, statement, lead, parameters: dict):
+    """Run ``lead`` then ``statement`` (marked with ``led_by(statement, lead)``) with ``parameters``:
+    one round trip on psycopg2, two statements elsewhere. Returns the statement's result."""
+    if session.get_bind().dialect.driver != "psycopg2":
+        session.execute(lead, parameters)
+    return session.execute(statement, parameters)
+
+
+def commits(statement):
+    """Mark the last statement of an in-line transaction (``transaction(in_line=True)``): the COMMIT is
+    sent with it, in its round trip. Elsewhere (other transactions, SQLite, tests bound to a
+    connection) the mark does nothing and the transaction commits as usual. Run nothing after it in
+    the transaction: that would begin another one."""
+    return statement.execution_options(**{COMMITS: True})
 
 
 _BIND = re.compile(r"%%|%\((\w+)\)s")
@@ -176,44 +206,98 @@ def _parameter_type(context, name: str, dialect) -> str:
 
 
 def _execute_prepared(conn, cursor, statement, parameters, context, executemany):
-    """before_cursor_execute: a statement marked with ``prepared()`` runs as ``EXECUTE name(...)``,
-    PREPAREd first on this connection when it is not yet. The set of prepared names lives in the
-    pool record's info, which belongs to the DBAPI connection (a new connection starts empty).
+    """before_cursor_execute on psycopg2: a statement marked with ``prepared()`` runs as ``EXECUTE
+    name(...)``, PREPAREd first on this connection when it is not yet; a statement marked with
+    ``led_by()`` carries its lead ahead of it, and in an in-line transaction (``transaction(in_line=
+    True)``) the first statement carries the BEGIN and one marked with ``commits()`` the COMMIT: one
+    simple-query string each, one round trip (PostgreSQL runs the statements of such a string in
+    order, each with a snapshot of its own, and skips the rest of the string after an error)."""
+    options = context.execution_options if context is not None else _NO_OPTIONS
+    if not executemany and isinstance(parameters, dict) and context is not None and context.compiled is not None:
+        if options.get(PREPARED):
+            statement = _as_prepared(conn, cursor, statement, parameters, context)
+        if (lead := options.get(LEAD)) is not None:
+            statement = f"{_lead_text(conn, cursor, lead, parameters)}; {statement}"
+    if conn.info.get(IN_LINE):
+        if conn.connection.dbapi_connection.info.transaction_status == _IDLE:
+            if executemany:
+                cursor.execute("BEGIN")
+            else:
+                statement = f"BEGIN; {statement}"
+        if options.get(COMMITS) and not executemany:
+            statement = f"{statement}; COMMIT"
+    return statement, parameters
 
-    A PREPARE that fails leaves the statement to run as plain text from then on. Inside a transaction
-    the PREPARE runs under a savepoint, so its failure does not abort the caller's transaction; in
-    autocommit it is a statement of its own. Either way it is one extra round trip per connection and
-    statement, once. Prepared statements outlive a rolled-back transaction, so the bookkeeping holds."""
-    if executemany or context is None or context.compiled is None or not context.execution_options.get(PREPARED) \
-            or not isinstance(parameters, dict):
-        return statement, parameters
+
+_NO_OPTIONS: dict = {}
+
+
+def _as_prepared(conn, cursor, statement: str, parameters: dict, context) -> str:
+    """``statement`` as ``EXECUTE name(...)``, PREPAREd on this connection first when it is not yet.
+
+    The set of prepared names lives in the pool record's info, which belongs to the DBAPI connection
+    (a new connection starts empty). A PREPARE that fails leaves the statement to run as plain text
+    from then on. Inside a transaction the PREPARE runs under a savepoint, so its failure does not
+    abort the caller's transaction; outside one it is a statement of its own. Either way it is one
+    extra round trip per connection and statement, once. Prepared statements outlive a rolled-back
+    transaction, so the bookkeeping holds."""
     try:
         form = _prepared_form(statement, parameters, cursor, context, conn.dialect)
     except TypeError:  # an unhashable constant: run it as text
-        return statement, parameters
-    done: set[str] = conn.info.setdefault("threadline_prepared", set())
-    if form.name not in done:
-        if form.name in _UNPREPARABLE:
-            return statement, parameters
-        import psycopg2  # this hook is only registered on psycopg2 engines
-
-        raw = conn.connection.dbapi_connection
-        try:
-            if raw.autocommit:
-                cursor.execute(form.prepare)
-            else:
-                cursor.execute(f"SAVEPOINT {form.name}; {form.prepare}; RELEASE SAVEPOINT {form.name}")
-        except (psycopg2.OperationalError, psycopg2.InterfaceError):
-            raise  # the connection failed, not the statement: SQLAlchemy's usual handling (invalidate, retry)
-        except psycopg2.Error:  # PostgreSQL refused this PREPARE: the statement runs as before
-            if not raw.autocommit:
-                cursor.execute(f"ROLLBACK TO SAVEPOINT {form.name}; RELEASE SAVEPOINT {form.name}")
-            _UNPREPARABLE.add(form.name)
-            log.warning("cannot prepare statement %s; it runs unprepared", form.name, exc_info=True)
-            return statement, parameters
-        done.add(form.name)
+        return statement
+    if not _prepare(conn, cursor, form):
+        return statement
     context.threadline_form = form  # for fetch_prepared's fast path (_Direct)
-    return form.execute, parameters
+    return form.execute
+
+
+def _prepare(conn, cursor, form: _Form) -> bool:
+    """PREPARE ``form`` on this connection unless it is already; False when the server refused it."""
+    done: set[str] = conn.info.setdefault("threadline_prepared", set())
+    if form.name in done:
+        return True
+    if form.name in _UNPREPARABLE:
+        return False
+    import psycopg2  # this hook is only registered on psycopg2 engines
+
+    raw = conn.connection.dbapi_connection
+    # in a transaction: psycopg2's own (it sends BEGIN before this), or one of ours (autocommit, BEGIN sent)
+    in_transaction = not raw.autocommit or raw.info.transaction_status != _IDLE
+    try:
+        if in_transaction:
+            cursor.execute(f"SAVEPOINT {form.name}; {form.prepare}; RELEASE SAVEPOINT {form.name}")
+        else:
+            cursor.execute(form.prepare)
+    except (psycopg2.OperationalError, psycopg2.InterfaceError):
+        raise  # the connection failed, not the statement: SQLAlchemy's usual handling (invalidate, retry)
+    except psycopg2.Error:  # PostgreSQL refused this PREPARE: the statement runs as before
+        if in_transaction:
+            cursor.execute(f"ROLLBACK TO SAVEPOINT {form.name}; RELEASE SAVEPOINT {form.name}")
+        _UNPREPARABLE.add(form.name)
+        log.warning("cannot prepare statement %s; it runs unprepared", form.name, exc_info=True)
+        return False
+    done.add(form.name)
+    return True
+
+
+_LEADS: dict = {}  # lead statement -> its compiled form (psycopg2)
+
+
+def _lead_text(conn, cursor, lead, parameters: dict) -> str:
+    """The lead's SQL (``EXECUTE name(...)``, or its text when it cannot be prepared), its parameters
+    named as in the led statement's (psycopg2 fills both from the one parameter dict)."""
+    compiled = _LEADS.get(lead)
+    if compiled is None:
+        compiled = _LEADS[lead] = lead.compile(dialect=conn.dialect)
+    form = _prepared_form(compiled.string, parameters, cursor, _Compiled(compiled), conn.dialect)
+    return form.execute if _prepare(conn, cursor, form) else compiled.string
+
+
+@dataclass(frozen=True)
+class _Compiled:
+    """What _prepared_form reads of an execution context, for a lead compiled apart."""
+
+    compiled: object
 
 
 _UNPREPARABLE: set[str] = set()
@@ -252,7 +336,8 @@ def fetch_prepared(session: Session | Connection, statement, parameters: dict) -
     connection = session if isinstance(session, Connection) else session.connection()
     direct = _DIRECT.get(statement)
     if (direct is not None and direct.form.name in connection.info.get("threadline_prepared", ())
-            and len(connection.dispatch.before_cursor_execute) == 1 and not connection.dispatch.after_cursor_execute):
+            and len(connection.dispatch.before_cursor_execute) == 1 and not connection.dispatch.after_cursor_execute
+            and not connection.info.get(IN_LINE)):  # an in-line transaction's BEGIN/COMMIT ride in the hook
         return _fetch_direct(connection, direct, parameters)
     result = session.execute(statement, parameters)
     rows = result.all()
@@ -344,14 +429,22 @@ def dispose() -> None:
 
 
 @contextmanager
-def transaction() -> Iterator[Session]:
-    """A session inside one transaction: committed on success, rolled back on error, always closed."""
+def transaction(*, in_line: bool = False) -> Iterator[Session]:
+    """A session inside one transaction: committed on success, rolled back on error, always closed.
+
+    ``in_line=True`` (psycopg2; elsewhere a plain transaction): BEGIN is sent with the first statement
+    and COMMIT with the statement marked ``commits()``, not as round trips of their own (see
+    _in_line_transaction)."""
     if _bound is not None:
         with _bound() as session, session.begin():  # a SAVEPOINT in the bound connection's transaction
             yield session
         return
     engine()
     assert _factory is not None and _engine is not None
+    if in_line and _engine.dialect.driver == "psycopg2":
+        with _in_line_transaction() as session:
+            yield session
+        return
     if _engine.dialect.name != "sqlite":
         with _factory() as session, session.begin():
             yield session
@@ -359,6 +452,49 @@ def transaction() -> Iterator[Session]:
     with _one_writer_per_process(), _factory() as session, session.begin():
         _begin_immediate(session)
         yield session
+
+
+@contextmanager
+def _in_line_transaction() -> Iterator[Session]:
+    """A transaction whose BEGIN and COMMIT ride with its statements (issue 14: psycopg2 sends each as
+    a round trip of its own; the post was BEGIN · lock · reserve · insert · COMMIT).
+
+    The connection runs in psycopg2's autocommit mode, so psycopg2 sends no BEGIN of its own; the
+    before_cursor_execute hook puts ``BEGIN;`` in front of the first statement (while the server has
+    no transaction open) and ``; COMMIT`` behind the one marked ``commits()``. Isolation is the
+    same READ COMMITTED transaction as before: one BEGIN, the statements in order, each with its own
+    snapshot. When the block ends with the transaction still open (no statement marked, ORM changes
+    flushed at the end) a COMMIT is sent as before. On an error the server skips the rest of the
+    string (the COMMIT too) and the transaction is rolled back here; a connection that cannot be
+    rolled back is invalidated, so none goes back to the pool inside a transaction."""
+    assert _factory is not None and _engine is not None
+    with _engine.connect() as connection:
+        raw = connection.connection.dbapi_connection
+        raw.autocommit = True
+        connection.info[IN_LINE] = True
+        try:
+            with _factory(bind=connection) as session:
+                yield session
+                session.commit()  # the ORM's pending changes (a no-op COMMIT for psycopg2 in autocommit)
+            if raw.info.transaction_status != _IDLE:
+                connection.exec_driver_sql("COMMIT")
+        finally:
+            connection.info.pop(IN_LINE, None)
+            _leave_in_line(connection, raw)
+
+
+def _leave_in_line(connection: Connection, raw) -> None:
+    """Give the connection back as it was taken: no transaction open, autocommit off."""
+    if connection.invalidated or raw.closed:
+        return  # SQLAlchemy discards it
+    try:
+        if raw.info.transaction_status != _IDLE:  # an error (or a BaseException) left it open
+            with raw.cursor() as cursor:
+                cursor.execute("ROLLBACK")
+        raw.autocommit = False
+    except Exception:  # noqa: BLE001 - a connection we cannot reset must not be reused
+        log.warning("could not end an in-line transaction; discarding the connection", exc_info=True)
+        connection.invalidate()
 
 
 _WRITER = threading.RLock()  # reentrant: a nested transaction() fails on SQLite's lock as before, not here

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from shared import events, notify, permissions
 from shared.config import settings
-from shared.db import prepared, read, read_rows, transaction
+from shared.db import commits, execute_led, led_by, prepared, read, read_rows, transaction
 from shared.errors import Conflict, NotFound, ValidationFailed
 from shared.models import Message, Run, RunStep, Status, Thread, utcnow
 from shared.permissions import Principal
@@ -94,7 +94,9 @@ def _reserve_statement(by_public_id: bool, with_context: bool, for_post: bool = 
     """The thread's row lock and seq reservation, returning what the caller needs. A post
     (``for_post``) also gets, in the same round trip, the user's active runs (the cap: the user row
     is locked before this statement starts, so its count sees every run committed before) and the
-    context key the thread's client last used.
+    context key the thread's client last used. A post's reservation is led by the user's lock
+    (runs.LOCK_OWNER, shared.db.led_by): on psycopg2 the lock and this statement are one round trip,
+    two statements, the count's snapshot taken after the lock was granted.
 
     ``subqueries=False`` (SQLite) returns the thread's own columns only: SQLAlchemy renders SQLite's
     RETURNING unqualified, so a correlated subquery there compares the subquery's own columns
@@ -110,13 +112,14 @@ def _reserve_statement(by_public_id: bool, with_context: bool, for_post: bool = 
         if for_post:
             returned += [runs.active_runs_of_user(THREADS.c.user_id).label("active_runs"),
                          _last_key(THREADS.c.id).label("last_context_key")]
-    return prepared(
+    statement = prepared(
         update(THREADS)
         .where(THREADS.c.public_id == bindparam("ref") if by_public_id else THREADS.c.id == bindparam("ref"),
                THREADS.c.tenant_id == bindparam("owner_tenant_id"), THREADS.c.user_id == bindparam("owner_user_id"))
         .values(values)
         .returning(*returned)
     )
+    return led_by(statement, runs.LOCK_OWNER) if for_post else statement
 
 
 _EXTRAS_OF_POST = select(_last_created(bindparam("thread_id")).label("last_created"),
@@ -134,10 +137,12 @@ def _reserve_seqs(session: Session, principal: Principal, thread_ref: int | uuid
         raise NotFound("Thread not found.")
     subqueries = session.get_bind().dialect.name == "postgresql"
     statement = _reserve_statement(not isinstance(thread_ref, int), context is not None, for_post, subqueries)
-    row = session.execute(statement, {
-        "ref": thread_ref, "owner_tenant_id": principal.tenant_id, "owner_user_id": principal.user_id, "count": count,
-        "now": utcnow(), "new_context": context,
-    }).first()
+    parameters = {"ref": thread_ref, "owner_tenant_id": principal.tenant_id, "owner_user_id": principal.user_id,
+                  "count": count, "now": utcnow(), "new_context": context}
+    if for_post:  # the user's lock first (the cap), in the same round trip on psycopg2
+        row = execute_led(session, statement, runs.LOCK_OWNER, parameters).first()
+    else:
+        row = session.execute(statement, parameters).first()
     if row is None:
         if for_post:
             runs.check_capacity(session, principal.user_id)  # a post over the cap is refused first, as before
@@ -190,12 +195,14 @@ def post_user_message(
     check_model(model_id)
     fingerprint = _request_hash(content=content, context=context, model=model_id, workflow=workflow_id)
     try:
-        with transaction() as session:
+        # In line (psycopg2): BEGIN goes with the first statement, COMMIT with the insert (_post_insert),
+        # so the usual post is two round trips: BEGIN; lock the user; reserve · insert; COMMIT.
+        with transaction(in_line=True) as session:
             if client_message_id:
                 thread_id = owned_thread(session, principal, thread_ref).id
                 if replay := _replay(session, thread_id, client_message_id, fingerprint):
                     return replay
-            runs.lock_user(session, principal.user_id)  # the cap: counted by the next statement
+            # the user row locked (the cap), then the thread's seqs with the user's active runs counted
             thread = _reserve_seqs(session, principal, thread_ref, 2, context, for_post=True)
             cancels, freed = runs.apply_busy_policy(session, thread.id, busy_policy)  # the thread row is locked
             runs.refuse_over_capacity(thread.active_runs, cancels)  # raising rolls the cancels back too
@@ -355,13 +362,14 @@ def _row(message: Message, prefix: str = "") -> dict[str, Any]:
 @lru_cache(maxsize=1)
 def _post_insert():
     """PostgreSQL: the post's two messages and its run in one INSERT (runs.insert_run_after), built
-    once; the messages' parameters are named ``req_<column>`` and ``res_<column>``."""
+    once; the messages' parameters are named ``req_<column>`` and ``res_<column>``. The post's last
+    statement: the COMMIT of its in-line transaction goes with it (shared.db.commits)."""
     rows = [select(*(bindparam(prefix + key, type_=MESSAGES.c[key].type).label(key) for key in _MESSAGE_COLUMNS))
             for prefix in ("req_", "res_")]
     # INSERT ... SELECT ... UNION ALL SELECT rather than a multi-row VALUES: SQLAlchemy does not cache
     # the compiled form of a multi-row VALUES, and compiling it on every post showed in the profile.
     both = insert(MESSAGES).from_select(_MESSAGE_COLUMNS, union_all(*rows))
-    return prepared(runs.insert_run_after(both.cte("posted_messages")))
+    return commits(prepared(runs.insert_run_after(both.cte("posted_messages"))))
 
 
 def await_response(exchange: Exchange, timeout: float) -> Exchange:

@@ -134,6 +134,9 @@ HISTORY_LIMIT = 50
 # -- admission: called by shared.services.messages inside its post transaction ----------------------
 
 _LOCK_USER = prepared(select(USERS.c.id).where(USERS.c.id == bindparam("user_id")).with_for_update())
+# The post's lock of its user, sent ahead of the thread's reservation (shared.db.led_by): the
+# reservation's parameter ``owner_user_id`` is the posting user.
+LOCK_OWNER = select(USERS.c.id).where(USERS.c.id == bindparam("owner_user_id")).with_for_update()
 _ACTIVE_RUNS_OF_USER = (  # reads only the user's active runs (ix_runs_user_active)
     select(func.count()).select_from(RUNS)
     .where(RUNS.c.user_id == bindparam("user_id"), RUNS.c.status.in_(ACTIVE_STATUSES))
@@ -150,9 +153,9 @@ def check_capacity(session: Session, user_id: str) -> None:
     answers pending). Locking the user row serialises one user's posts, so the check cannot be
     raced past by concurrent requests; the lock is held until the post's transaction ends.
 
-    The post itself runs the two halves apart: lock_user first, then the count inside its next
-    statement (a statement started after the lock was granted sees every run committed before it),
-    then refuse_over_capacity."""
+    The post itself runs the two halves apart: the lock (LOCK_OWNER) first, then the count inside
+    its next statement (a statement started after the lock was granted sees every run committed
+    before it), then refuse_over_capacity; the two statements go in one round trip on psycopg2."""
     lock_user(session, user_id)
     if settings.max_active_runs_per_user > 0:
         refuse_over_capacity(session.scalar(_ACTIVE_RUNS_OF_USER, {"user_id": user_id}) or 0)
