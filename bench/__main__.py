@@ -76,6 +76,13 @@ BENCH_ENV = {
     "QUEUED_STALE_SECONDS": "600",  # scenario 4 keeps runs queued on purpose: no re-enqueue by the sweeper
     "SWEEP_INTERVAL": "10",
     "LOG_LEVEL": "WARNING",
+    # The same prompt on both sides: the recipe reads the last 20 messages, the new one included (issue
+    # 14's recipe), so Threadline reads the new one and at most 19 earlier ones too (its default is 50
+    # earlier ones, trimmed by HISTORY_TOKENS). The threads grow from scenario to scenario: with 50, the
+    # later scenarios measured a prompt 2.5x the recipe's (more rows read, encoded, sent and parsed by
+    # the model for every answer), and scenario 3 alone on fresh threads cost 15 ms per answer against
+    # 27 ms in the full run.
+    "HISTORY_MESSAGES": "19",
     "DB_POOL_SIZE": "10",  # 4 processes x 15 connections stay under max_connections=100
     "DB_MAX_OVERFLOW": "5",
     # gunicorn_conf.py's 2000 connections per worker would refuse part of scenario 4's 5,000 waiting

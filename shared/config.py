@@ -99,6 +99,8 @@ class Settings:
     queued_stale_seconds: float = env("QUEUED_STALE_SECONDS", 30.0)
     sweep_interval: float = env("SWEEP_INTERVAL", 10.0)
     history_tokens: int = env("HISTORY_TOKENS", 3000)
+    # at most this many earlier messages are read for the prompt (then HISTORY_TOKENS trims them)
+    history_messages: int = env("HISTORY_MESSAGES", 50)
     tool_output_chars: int = env("TOOL_OUTPUT_CHARS", 4000)  # a step's output as stored and shown
     # Request guards and fairness (api/hardening.py, shared/services/runs.py; docs/reliability.md)
     rate_limit_default: str = env("RATE_LIMIT_DEFAULT", "600/minute")

@@ -128,7 +128,7 @@ def _predecessor_active(session, thread_id: int, seq: int) -> bool:
 # round trip itself.
 RUNS, MESSAGES, THREADS, USERS = Run.__table__, Message.__table__, Thread.__table__, User.__table__
 WORKFLOWS = Workflow.__table__
-HISTORY_LIMIT = 50
+HISTORY_LIMIT = max(1, settings.history_messages)  # a constant of the prepared claim statement
 
 
 # -- admission: called by shared.services.messages inside its post transaction ----------------------
