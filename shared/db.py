@@ -554,25 +554,19 @@ def read() -> Iterator[Session]:
         return
     engine()
     assert _factory is not None and _engine is not None
-    with _engine.connect() as connection, _factory(bind=connection) as session:
-        if connection.dialect.driver != "psycopg2":
+    if _engine.dialect.driver != "psycopg2":
+        with _engine.connect() as connection, _factory(bind=connection) as session:
             yield session
-            return
-        # psycopg2's own autocommit switch, not execution_options(isolation_level=...): that one
-        # resets the connection with an extra "SET default_transaction_isolation" round trip.
-        raw = connection.connection.dbapi_connection
-        raw.autocommit = True
-        try:
-            yield session
-        finally:
-            if raw.closed == 0:  # a connection lost mid-read is invalidated; resetting it would raise
-                raw.autocommit = False
+        return
+    with _autocommit_connection() as connection, _factory(bind=connection) as session:
+        yield session
 
 
 @contextmanager
 def _autocommit_connection() -> Iterator[Connection]:
-    """A pooled psycopg2 connection in autocommit, switched by psycopg2's own flag (as in read(): no
-    SET round trip), and switched back before the pool gets it again."""
+    """A pooled psycopg2 connection in autocommit (read(), read_rows(), one_statement()), switched by
+    psycopg2's own flag, not execution_options(isolation_level=...), which resets the connection with
+    an extra "SET default_transaction_isolation" round trip; switched back before the pool gets it."""
     with engine().connect() as connection:
         raw = connection.connection.dbapi_connection
         raw.autocommit = True
